@@ -1,0 +1,170 @@
+"""Model cards: one YAML per OPT size, with the architecture and the published facts.
+
+Parameter counts are computed from the architecture, exactly as the Hugging Face OPT
+implementation lays the tensors out (tests check this against transformers).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from carbonbench.config import FieldError, build, closest, positive, read_yaml
+from carbonbench.errors import ConfigError
+
+POSITION_OFFSET = 2  # OPT's learned position table has 2 extra rows in front
+
+
+@dataclass(frozen=True)
+class Architecture:
+    n_layers: int = field(metadata=positive())
+    n_heads: int = field(metadata=positive())
+    d_model: int = field(metadata=positive())
+    ffn_dim: int = field(metadata=positive())
+    vocab_size: int = field(default=50272, metadata=positive())
+    max_positions: int = field(default=2048, metadata=positive())
+    word_embed_proj_dim: Optional[int] = field(default=None, metadata=positive())
+    activation: Literal["relu"] = "relu"
+    layer_norm: Literal["pre", "post"] = "pre"
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise FieldError("n_heads", self.n_heads, f"must divide d_model ({self.d_model})")
+        if self.word_embed_proj_dim is None:
+            object.__setattr__(self, "word_embed_proj_dim", self.d_model)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def pre_ln(self) -> bool:
+        return self.layer_norm == "pre"
+
+    @property
+    def projects_embeddings(self) -> bool:
+        return self.word_embed_proj_dim != self.d_model
+
+    def layer_params(self) -> int:
+        d, f = self.d_model, self.ffn_dim
+        attention = 4 * (d * d + d)
+        ffn = d * f + f + f * d + d
+        norms = 2 * 2 * d
+        return attention + ffn + norms
+
+    def param_count(self) -> int:
+        """Exact number of parameters (the LM head is tied, so counted once)."""
+        d, e = self.d_model, self.word_embed_proj_dim
+        total = self.vocab_size * e + (self.max_positions + POSITION_OFFSET) * d
+        if self.projects_embeddings:
+            total += 2 * d * e  # project_in and project_out, no bias
+        if self.pre_ln:
+            total += 2 * d  # final layer norm; post-LN OPT (350m) has none
+        return total + self.n_layers * self.layer_params()
+
+    def matmul_params(self) -> int:
+        """Weights that take part in a matmul per token: layers, projections, LM head.
+
+        Embedding lookups are not matmuls, so they are left out; the tied LM head is in.
+        This is the N in the 2N FLOPs-per-token rule.
+        """
+        d, f, e = self.d_model, self.ffn_dim, self.word_embed_proj_dim
+        per_layer = 4 * d * d + 2 * d * f
+        head = self.vocab_size * e
+        proj = 2 * d * e if self.projects_embeddings else 0
+        return self.n_layers * per_layer + head + proj
+
+
+@dataclass(frozen=True)
+class Published:
+    """Published facts about how the checkpoint was trained. None where not published."""
+
+    training_tokens: Optional[float] = field(default=None, metadata=positive())
+    batch_tokens: Optional[int] = field(default=None, metadata=positive())
+    peak_lr: Optional[float] = field(default=None, metadata=positive())
+    hardware: Optional[str] = None
+    devices: Optional[int] = field(default=None, metadata=positive())
+    achieved_tflops_per_device: Optional[float] = field(default=None, metadata=positive())
+    emissions_tco2e: Optional[float] = field(default=None, metadata=positive())
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    architecture: Architecture
+    description: str = ""
+    published: Published = field(default_factory=Published)
+    checkpoint: Optional[str] = None  # a local Hugging Face-format directory
+    path: Optional[str] = field(default=None, compare=False)  # where the card was read from
+
+    @property
+    def arch(self) -> Architecture:
+        return self.architecture
+
+    def param_count(self) -> int:
+        return self.architecture.param_count()
+
+
+def card_dirs() -> list[Path]:
+    """Where card names are looked up, first match wins.
+
+    $CARBONBENCH_MODEL_DIR (colon-separated), ./model, the repository's model/ beside
+    the package (editable install), then the installed copy under <prefix>/share.
+    """
+    dirs = [Path(p) for p in os.environ.get("CARBONBENCH_MODEL_DIR", "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "model")
+    dirs.append(Path(__file__).resolve().parents[2] / "model")
+    dirs.append(Path(sys.prefix) / "share" / "carbonbench" / "model")
+    seen, unique = set(), []
+    for d in dirs:
+        key = d.resolve() if d.exists() else d
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+def known_cards() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in card_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def read_card(path: str | Path) -> Card:
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(data, dict) and "name" not in data:
+        data = {"name": path.stem, **data}
+    card = build(Card, data, source=str(path))
+    if card.checkpoint:
+        ckpt = Path(card.checkpoint).expanduser()
+        if not ckpt.is_absolute():
+            ckpt = (path.parent / ckpt).resolve()
+        card = _replace(card, checkpoint=str(ckpt))
+    return _replace(card, path=str(path))
+
+
+def find_card(name_or_path: str | Path) -> Card:
+    """A card by name (looked up in card_dirs()) or by the path of a YAML file."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
+        return read_card(text)
+    cards = known_cards()
+    if text not in cards:
+        raise ConfigError(
+            f"unknown model card '{text}'{closest(text, cards)}; known cards: "
+            + (", ".join(sorted(cards)) or "none (no model/ directory found)")
+        )
+    return read_card(cards[text])
+
+
+def _replace(card: Card, **changes) -> Card:
+    from dataclasses import replace
+
+    return replace(card, **changes)

@@ -1,0 +1,220 @@
+"""The three workloads measured: prefill, decode and a training step.
+
+Each workload does one unit of work per ``step()`` and knows, before it runs, how many
+tokens that step processes and how many FLOPs it costs (analytic, see ``forward_flops``).
+
+FLOPs (multiply-add = 2 FLOPs), for a batch of B rows and an architecture with L layers,
+width d, embedding width e and vocabulary V:
+
+    forward(T new tokens after c cached ones, logits for h positions) =
+        B * ( 2 * N_layers * T            # q, k, v, o, fc1, fc2 (+ project_in/out)
+            + 2 * V * e * h               # LM head (tied embedding)
+            + 4 * L * d * (T*c + T(T+1)/2) )  # QK^T and AV over the causal context
+
+with N_layers = L * (4 d^2 + 2 d ffn). Biases, norms, softmax and the embedding lookup
+are left out (they are below 1% for every OPT size). Training is 3 forwards
+(forward, then backward at twice the forward), plus one more forward when activation
+checkpointing recomputes it. Decode of n new tokens is one prefill (logits for the last
+position only) then n-1 single-token steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from carbonbench.opt.card import Architecture
+from carbonbench.scenario import Point
+
+
+def forward_flops(arch: Architecture, batch: int, new: int, cached: int = 0, head_positions: Optional[int] = None) -> float:
+    head = new if head_positions is None else head_positions
+    d, e = arch.d_model, arch.word_embed_proj_dim
+    layers = arch.n_layers * (4 * d * d + 2 * d * arch.ffn_dim)
+    proj = 2 * d * e if arch.projects_embeddings else 0
+    matmul = 2 * (layers + proj) * new + 2 * arch.vocab_size * e * head
+    attention = 4 * arch.n_layers * d * (new * cached + new * (new + 1) / 2)
+    return float(batch * (matmul + attention))
+
+
+def prefill_flops(arch: Architecture, batch: int, prompt: int) -> float:
+    return forward_flops(arch, batch, prompt, 0, head_positions=1)
+
+
+def decode_flops(arch: Architecture, batch: int, prompt: int, new: int) -> float:
+    total = prefill_flops(arch, batch, prompt)
+    for i in range(new - 1):
+        total += forward_flops(arch, batch, 1, prompt + i, head_positions=1)
+    return total
+
+
+def train_flops(arch: Architecture, batch: int, seq: int, recompute: bool = False) -> float:
+    return (4.0 if recompute else 3.0) * forward_flops(arch, batch, seq)
+
+
+@dataclass
+class Inputs:
+    """Prompt token ids and, for text prompts, their padding mask and word count."""
+
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: Optional[torch.Tensor] = None  # [B, T], 1 = real token, 0 = left padding
+    words: Optional[int] = None
+    real_tokens: Optional[int] = None
+
+    @property
+    def tokens_per_word(self) -> Optional[float]:
+        if not self.words or not self.real_tokens:
+            return None
+        return self.real_tokens / self.words
+
+
+class Workload(ABC):
+    """One unit of work per ``step()``; the runner times steps and meters windows."""
+
+    name: str
+    tokens_per_step: int
+    flops_per_step: float
+
+    def __init__(self, model: torch.nn.Module, point: Point, inputs: Inputs, sync: Callable[[], None]):
+        self.model, self.point, self.inputs, self.sync = model, point, inputs, sync
+        self.arch: Architecture = model.arch
+
+    @abstractmethod
+    def step(self) -> dict[str, float]:
+        """Run one step; return extra timings (e.g. ttft_s) measured inside it."""
+
+    def check(self) -> None:
+        """Raise after a window if the work went wrong (e.g. a non-finite loss)."""
+
+    def close(self) -> None:
+        """Free what the workload holds (caches, optimizer state)."""
+
+
+class Prefill(Workload):
+    name = "prefill"
+
+    def __init__(self, model, point, inputs, sync):
+        super().__init__(model, point, inputs, sync)
+        from carbonbench.opt import prefill
+
+        self._prefill = prefill
+        b, t = inputs.input_ids.shape
+        self.cache = model.new_cache(b, t)
+        self.tokens_per_step = b * t
+        self.flops_per_step = prefill_flops(self.arch, b, t)
+
+    def step(self) -> dict[str, float]:
+        self._prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
+        return {}
+
+    def close(self) -> None:
+        self.cache = None
+
+
+class Decode(Workload):
+    """Greedy generation of ``new_tokens`` after the prompt; tokens counted are the new ones."""
+
+    name = "decode"
+
+    def __init__(self, model, point, inputs, sync):
+        super().__init__(model, point, inputs, sync)
+        from carbonbench.opt import decode_step, prefill
+
+        self._prefill, self._decode_step = prefill, decode_step
+        b, t = inputs.input_ids.shape
+        self.new = point.new_tokens
+        self.cache = model.new_cache(b, t + self.new)
+        self.tokens_per_step = b * self.new
+        self.flops_per_step = decode_flops(self.arch, b, t, self.new)
+        self.out = torch.empty(b, self.new, dtype=torch.long, device=inputs.input_ids.device)
+
+    def step(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        prompt_len = self.inputs.input_ids.shape[1]
+        logits = self._prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
+        token = logits.argmax(dim=-1, keepdim=True)  # [B, 1], stays on the device
+        self.out[:, :1] = token
+        self.sync()
+        ttft = time.perf_counter() - t0
+        for i in range(1, self.new):
+            logits = self._decode_step(self.model, token, self.cache, prompt_len + i - 1)
+            token = logits.argmax(dim=-1, keepdim=True)
+            self.out[:, i : i + 1] = token
+        self.sync()
+        total = time.perf_counter() - t0
+        timings = {"ttft_s": ttft}
+        if self.new > 1:
+            timings["tpot_s"] = (total - ttft) / (self.new - 1)
+        return timings
+
+    def close(self) -> None:
+        self.cache = None
+
+
+class Train(Workload):
+    """Forward, backward and an AdamW step; mixed precision when the dtype asks for it."""
+
+    name = "train"
+
+    def __init__(self, model, point, inputs, sync, *, lr: float, autocast_dtype: Optional[torch.dtype], recompute: bool):
+        super().__init__(model, point, inputs, sync)
+        from carbonbench.opt import loss_fn
+
+        self._loss_fn = loss_fn
+        device = inputs.input_ids.device
+        b, t = inputs.input_ids.shape
+        self.tokens_per_step = b * t
+        self.flops_per_step = train_flops(self.arch, b, t, recompute)
+        self.recompute = recompute
+        model.train()
+        if hasattr(model, "gradient_checkpointing"):
+            model.gradient_checkpointing = recompute
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+        self.autocast = (
+            torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+        )
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        self.scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.last_loss = torch.zeros((), device=device)
+
+    def step(self) -> dict[str, float]:
+        ids = self.inputs.input_ids
+        with self.autocast:
+            logits = self.model(ids)
+            loss = self._loss_fn(logits, ids)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        # Checked once per window by check(), so no host round trip inside the step.
+        loss = loss.detach()
+        self.nonfinite |= ~torch.isfinite(loss)
+        self.last_loss = loss
+        return {}
+
+    def check(self) -> None:
+        if bool(self.nonfinite):
+            raise NonFiniteLoss(f"training loss became non-finite (last loss {float(self.last_loss)})")
+
+    def close(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer = None
+        self.model.eval()
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training step produced NaN or inf; the point is recorded as failed."""
+
+
+WORKLOADS: dict[str, type[Workload]] = {"prefill": Prefill, "decode": Decode, "train": Train}
