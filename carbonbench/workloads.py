@@ -7,7 +7,8 @@ FLOPs (multiply-add = 2 FLOPs), for a batch of B rows and an architecture with L
 width d, embedding width e and vocabulary V:
 
     forward(T new tokens after c cached ones, logits for h positions) =
-        B * ( 2 * N_layers * T            # q, k, v, o, fc1, fc2 (+ project_in/out)
+        B * ( 2 * N_layers * T            # q, k, v, o, fc1, fc2
+            + 2 * d * e * (T + h)         # project_in / project_out (opt-350m only)
             + 2 * V * e * h               # LM head (tied embedding)
             + 4 * L * d * (T*c + T(T+1)/2) )  # QK^T and AV over the causal context
 
@@ -36,8 +37,9 @@ def forward_flops(arch: Architecture, batch: int, new: int, cached: int = 0, hea
     head = new if head_positions is None else head_positions
     d, e = arch.d_model, arch.word_embed_proj_dim
     layers = arch.n_layers * (4 * d * d + 2 * d * arch.ffn_dim)
-    proj = 2 * d * e if arch.projects_embeddings else 0
-    matmul = 2 * (layers + proj) * new + 2 * arch.vocab_size * e * head
+    # project_in maps every new token; project_out only the positions that get logits.
+    proj_in, proj_out = (2 * d * e * new, 2 * d * e * head) if arch.projects_embeddings else (0, 0)
+    matmul = 2 * layers * new + proj_in + proj_out + 2 * arch.vocab_size * e * head
     attention = 4 * arch.n_layers * d * (new * cached + new * (new + 1) / 2)
     return float(batch * (matmul + attention))
 

@@ -116,7 +116,7 @@ def estimate(**opts: Any) -> None:
 
     \b
     Training:  carbonbench estimate --model opt-175b --tokens 300e9 --hardware a100-80gb \\
-                 --devices 992 --achieved-tflops 147 --recompute --grid-g-per-kwh 231
+                 --devices 992 --achieved-tflops 147 --recompute --grid-g-per-kwh 230
     Power:     carbonbench estimate --devices 8 --device-power-w 700 --hours 24 --country FRA
     Inference: carbonbench estimate --from results/ --requests-per-day 1e6 --tokens-per-request 500
     """
@@ -139,8 +139,11 @@ _TRAINING_ONLY = ("model", "params", "tokens", "mfu", "achieved_tflops", "recomp
 _INFERENCE_ONLY = ("requests_per_day", "tokens_per_request")
 
 
+_FLAG_NAMES = {"results": "--from", "selects": "--select", "fmt": "--format"}
+
+
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def _given(opts: dict, name: str) -> bool:
@@ -190,41 +193,44 @@ def _mode(opts: dict) -> str:
     if not _given(opts, "devices"):
         raise click.UsageError("training mode needs --devices")
     if not _given(opts, "hardware") and not _given(opts, "results"):
-        raise click.UsageError("training mode needs --hardware (see the list in docs/estimates.md)")
+        from carbonbench.hardware import known_hardware
+
+        raise click.UsageError(
+            f"training mode needs --hardware, one of: {', '.join(known_hardware(opts.get('hardware_file')))}"
+        )
     return "training"
 
 
 # ---- the three modes --------------------------------------------------------------------
 
-def facility_from(opts: dict, *, default_grid: bool = True):
-    """The Facility the flags describe; None parts are left to the caller (inference)."""
-    from carbonbench.carbon import CarbonConfig, CostConfig, EmbodiedConfig
-    from carbonbench.estimate import Facility
+def grid_from(opts: dict, *, default: bool = True):
+    """The grid the flags name; with none, CarbonConfig's default country (said so) or None."""
+    from carbonbench.carbon import CarbonConfig
     from carbonbench.grid import explicit_intensity, resolve
 
-    grid = None
     if opts.get("grid_g_per_kwh") is not None:
-        grid = explicit_intensity(opts["grid_g_per_kwh"], "--grid-g-per-kwh")
-    elif opts.get("country"):
-        grid = resolve(opts["country"], opts.get("region"))
-    elif default_grid:
-        default = CarbonConfig()
-        g = default.intensity()
-        grid = dataclasses.replace(
-            g, source=f"{g.source}; the default country, choose with --country or --grid-g-per-kwh"
-        )
-    embodied = _embodied(opts)
-    if not default_grid:
-        return grid, embodied
+        return explicit_intensity(opts["grid_g_per_kwh"], "--grid-g-per-kwh")
+    if opts.get("country"):
+        return resolve(opts["country"], opts.get("region"))
+    if not default:
+        return None
+    g = CarbonConfig().intensity()
+    return dataclasses.replace(g, source=f"{g.source}; the default country, choose with --country or --grid-g-per-kwh")
+
+
+def facility_from(opts: dict):
+    """The Facility the flags describe, with the defaults named in its assumptions."""
+    from carbonbench.carbon import CostConfig
+    from carbonbench.estimate import Facility
+
     defaults = CostConfig()
-    kwh = opts.get("usd_per_kwh")
-    hour = opts.get("usd_per_device_hour")
+    kwh, hour, pue = opts.get("usd_per_kwh"), opts.get("usd_per_device_hour"), opts.get("pue")
     cost = CostConfig(defaults.usd_per_kwh if kwh is None else kwh,
                       defaults.usd_per_device_hour if hour is None else hour)
     notes = [f"{what} default" for what, v in (("$/kWh", kwh), ("$/device-hour", hour)) if v is None]
     return Facility(
-        grid=grid, pue=1.0 if opts.get("pue") is None else opts["pue"], cost=cost, embodied=embodied,
-        pue_note="default" if opts.get("pue") is None else "given", cost_note=", ".join(notes),
+        grid=grid_from(opts), pue=1.0 if pue is None else pue, cost=cost, embodied=_embodied(opts),
+        pue_note="default" if pue is None else "given", cost_note=", ".join(notes),
     )
 
 
@@ -329,10 +335,9 @@ def _inference(opts: dict):
     point = select_point(_load_results(opts), source=str(opts["results"]),
                          workloads=("prefill", "decode"), select=_selection(opts),
                          hardware_file=opts.get("hardware_file"))
-    grid, embodied = facility_from(opts, default_grid=False)
     facility = facility_for_point(
-        point, grid=grid, pue=opts.get("pue"), usd_per_kwh=opts.get("usd_per_kwh"),
-        usd_per_device_hour=opts.get("usd_per_device_hour"), embodied=embodied,
+        point, grid=grid_from(opts, default=False), pue=opts.get("pue"), usd_per_kwh=opts.get("usd_per_kwh"),
+        usd_per_device_hour=opts.get("usd_per_device_hour"), embodied=_embodied(opts),
     )
     return estimate_inference(point, requests_per_day=opts["requests_per_day"],
                               tokens_per_request=opts["tokens_per_request"], facility=facility)
@@ -392,7 +397,8 @@ def render_text(r) -> str:
     lines.append(("grid source", d["grid_source"]))
     width = max(len(k) for k, _ in lines)
     out = [title] + [f"  {k.ljust(width)}  {v}" for k, v in lines]
-    eq = d.get("equivalents") or []
+    # A lay reader gets nothing from "3.5e-05 flights"; JSON keeps every factor.
+    eq = [e for e in d.get("equivalents") or [] if e["value"] >= 0.01]
     if eq:
         per = " per day" if d["mode"] == "inference" else ""
         out.append(f"Operational CO2e{per} is about as much as:")

@@ -139,6 +139,8 @@ def known_cards() -> dict[str, Path]:
 def read_card(path: str | Path) -> Card:
     path = Path(path)
     data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty")
     if isinstance(data, dict) and "name" not in data:
         data = {"name": path.stem, **data}
     card = build(Card, data, source=str(path))

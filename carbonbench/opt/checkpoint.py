@@ -1,0 +1,224 @@
+"""Read a local Hugging Face-format OPT checkpoint directory. Never touches the network.
+
+Weights come from safetensors when there are any, else from pytorch_model.bin files
+loaded with ``weights_only=True`` (no arbitrary pickles). Every problem becomes one
+CheckpointError line that names the file or the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from carbonbench.config import FieldError
+from carbonbench.errors import CheckpointError
+from carbonbench.opt.card import Architecture
+
+# config.json key -> Architecture field
+HF_KEYS = {
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "hidden_size": "d_model",
+    "ffn_dim": "ffn_dim",
+    "vocab_size": "vocab_size",
+    "max_position_embeddings": "max_positions",
+    "word_embed_proj_dim": "word_embed_proj_dim",
+}
+# config.json settings our model does not implement: key -> (HF default, value we need)
+REQUIRED_SETTINGS = {
+    "activation_function": ("relu", "relu"),
+    "_remove_final_layer_norm": (False, False),
+    "enable_bias": (True, True),
+    "layer_norm_elementwise_affine": (True, True),
+}
+# In order of preference: safetensors first, single files before sharded ones.
+WEIGHT_FILES = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+]
+PREFIXES = ("model.decoder.", "decoder.")
+TIED_HEAD = "lm_head.weight"
+LISTED = 8  # names shown per kind of problem; the rest are counted
+
+
+def arch_from_hf_config(path: str | Path) -> Architecture:
+    """The Architecture described by an OPT config.json."""
+    path = Path(path)
+    config = _read_json(path)
+    if config.get("model_type", "opt") != "opt":
+        raise CheckpointError(f"{path}: model_type is '{config['model_type']}', not 'opt'")
+    for key, (default, needed) in REQUIRED_SETTINGS.items():
+        if config.get(key, default) != needed:
+            raise CheckpointError(
+                f"{path}: {key} = {config[key]!r} is not supported (needs {needed!r})"
+            )
+    fields = {}
+    for key, name in HF_KEYS.items():
+        value = config.get(key)
+        if value is None and key == "word_embed_proj_dim":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            what = "is missing" if key not in config else f"= {value!r} is not a positive integer"
+            raise CheckpointError(f"{path}: {key} {what}")
+        fields[name] = value
+    fields["layer_norm"] = "pre" if config.get("do_layer_norm_before", True) else "post"
+    try:
+        return Architecture(**fields)
+    except FieldError as exc:
+        key = next(k for k, name in HF_KEYS.items() if name == exc.key)
+        raise CheckpointError(f"{path}: {key} = {exc.value!r} {exc.why}") from None
+
+
+def read_state_dict(directory: str | Path, *, lazy: bool = False) -> dict[str, Tensor]:
+    """All tensors of the checkpoint in directory, on the CPU, under their stored names.
+
+    With ``lazy``, the names and shapes only (meta tensors from safetensors headers, or
+    memory-mapped .bin files): every file is opened and checked, no weight is read.
+    """
+    directory = Path(directory)
+    for name in WEIGHT_FILES:
+        path = directory / name
+        if path.is_file():
+            if name.endswith(".index.json"):
+                return _read_sharded(path, lazy)
+            return _read_weights(path, lazy)
+    raise CheckpointError(f"{directory}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str | Path) -> None:
+    """Copy a Hugging Face OPT state dict into model, cast to the model's dtype.
+
+    Checks everything before copying anything, and reports every missing, unexpected
+    or misshapen tensor in one error.
+    """
+    expected = model.state_dict()
+    tensors, misshapen = {}, []
+    for key, tensor in state_dict.items():
+        name = _strip_prefix(key)
+        if name == TIED_HEAD:
+            # The LM head is the token embedding: a matching copy carries no information.
+            want = expected["embed_tokens.weight"].shape
+            if tensor.shape != want:
+                misshapen.append(f"{name} {tuple(tensor.shape)} expected {tuple(want)}")
+            continue
+        tensors[name] = tensor
+        if name in expected and tensor.shape != expected[name].shape:
+            misshapen.append(f"{name} {tuple(tensor.shape)} expected {tuple(expected[name].shape)}")
+    problems = [
+        _listing("missing tensors", [n for n in expected if n not in tensors]),
+        _listing("unexpected", [n for n in tensors if n not in expected]),
+        _listing("misshapen", misshapen),
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            expected[name].copy_(tensor)
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return key
+
+
+def _listing(kind: str, names: list[str]) -> str:
+    if not names:
+        return ""
+    more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+    return f"{kind}: {', '.join(names[:LISTED])}{more}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read file ({_one_line(exc)})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_sharded(index_path: Path, lazy: bool = False) -> dict[str, Tensor]:
+    weight_map = _read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path}: no weight_map")
+    tensors = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors.update(_read_weights(index_path.parent / shard, lazy))
+    absent = [name for name in weight_map if name not in tensors]
+    if absent:
+        raise CheckpointError(f"{index_path}: {_listing('listed but not in any shard', absent)}")
+    return tensors
+
+
+def _read_weights(path: Path, lazy: bool = False) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        if path.suffix == ".safetensors":
+            tensors = _safetensors_shapes(path) if lazy else load_file(path, device="cpu")
+        elif lazy and zipfile.is_zipfile(path):  # legacy (non-zip) .bin files cannot be mapped
+            tensors = torch.load(path, weights_only=True, mmap=True, map_location="cpu")
+        else:
+            tensors = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        # Corrupt, or holds more than tensors. Not torch's message: it advises weights_only=False.
+        raise CheckpointError(
+            f"{path}: unreadable weights file (torch.load with weights_only=True refused it: "
+            "corrupt, or not a plain file of tensors)"
+        ) from None
+    except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: unreadable weights file ({_one_line(exc)})") from None
+    if not isinstance(tensors, dict) or not all(isinstance(t, Tensor) for t in tensors.values()):
+        raise CheckpointError(f"{path}: not a flat dictionary of tensors")
+    return tensors
+
+
+def _safetensors_shapes(path: Path) -> dict[str, Tensor]:
+    """Meta tensors with the stored shapes; safe_open checks the header covers the file."""
+    with safe_open(path, framework="pt") as f:
+        return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+
+
+def check_checkpoint(directory: str | Path, card_arch: Architecture | None = None, name: str = "") -> None:
+    """Raise the CheckpointError that loading directory would raise, without reading weights.
+
+    The runner calls this for every checkpoint before it writes anything, so a broken
+    checkpoint is one error line and leaves no partial result file behind.
+    """
+    from carbonbench.opt.model import OPT
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found" + (f" (named by card {name})" if name else ""))
+    config = directory / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{directory}: no config.json, so not a Hugging Face checkpoint")
+    arch = arch_from_hf_config(config)
+    if card_arch is not None and arch != card_arch:
+        diffs = [f"{k} {v} vs {getattr(arch, k)}" for k, v in vars(card_arch).items() if getattr(arch, k) != v]
+        raise CheckpointError(f"{config}: does not match card {name} (card vs config: {', '.join(diffs)})")
+    with torch.device("meta"):
+        model = OPT(arch)
+    load_into(model, read_state_dict(directory, lazy=True), directory)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
