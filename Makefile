@@ -29,6 +29,7 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	$(BIN)/carbonbench run $(SCENARIO) --out $(OUT)
+	$(BIN)/carbonbench report $(OUT) -o reports/$(notdir $(basename $(SCENARIO))).html
 
 test: install-test
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,104 @@
+"""`carbonbench compare A B`: the report's cross-hardware comparison, in the terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from carbonbench.cli.table import format_table
+
+
+@click.command()
+@click.argument("a", type=click.Path(exists=True, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format; ratios are B / A.")
+def compare(a: Path, b: Path, fmt: str) -> None:
+    """Match the points of two machines' results and show who wins where, by how much.
+
+    A and B are result files or directories, one machine each. Points are matched on
+    model, workload, batch size and lengths; points measured on one side only, and
+    points that failed, are listed after the table.
+    """
+    from carbonbench.report import compare as cmp
+    from carbonbench.report.data import load
+
+    side_a = cmp.side_from_data("A", load([a]), str(a))
+    side_b = cmp.side_from_data("B", load([b]), str(b))
+    cmp.name_sides(side_a, side_b)
+    result = cmp.compare(side_a, side_b)
+    if fmt == "json":
+        click.echo(json.dumps(cmp.to_dict(result), indent=2))
+    else:
+        click.echo(render_text(result))
+
+
+def _n(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    if x != 0 and abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def _win(row, column: str) -> str:
+    who, factor = row[f"{column}_winner"], row[f"{column}_factor"]
+    if who in ("tie", ""):
+        return who
+    return f"{who} x{_n(factor, 3)}" + (" (CIs overlap)" if row[f"{column}_overlap"] else "")
+
+
+def render_text(c) -> str:
+    from carbonbench.report.compare import METRICS
+
+    out = [c.a.label, f"   runs: {', '.join(c.a.runs)}", f"   priced at: {c.a.settings}",
+           c.b.label, f"   runs: {', '.join(c.b.runs)}", f"   priced at: {c.b.settings}", ""]
+    if c.matched.empty:
+        out.append("No point was measured on both sides.")
+    else:
+        perf, money = [], []
+        for _, r in c.matched.iterrows():
+            what = [r["model"], r["workload"], int(r["batch_size"]), r["sizes"]]
+            perf.append(what + [f"{r['a_dtype']}/{r['b_dtype']}"]
+                        + [v for m in METRICS[:2] for v in (_n(r[f"a_{m.column}"]), _n(r[f"b_{m.column}"]),
+                                                           _n(r[f"{m.column}_ratio"], 3), _win(r, m.column))]
+                        + [f"{r['a_method']}/{r['b_method']}"])
+            money.append(what + [v for m in METRICS[2:] for v in (_n(r[f"a_{m.column}"]), _n(r[f"b_{m.column}"]),
+                                                                   _n(r[f"{m.column}_ratio"], 3), _win(r, m.column))])
+        where = ["model", "workload", "batch", "sizes"]
+        out.append(f"Matched points: {len(c.matched)} (ratio = B/A; winner x factor; 'CIs overlap': the 95% intervals cannot tell A from B)")
+        out.append(format_table(where + ["dtype A/B", "A tok/s", "B tok/s", "B/A", "faster",
+                                         "A J/tok", "B J/tok", "B/A", "less energy", "energy method A/B"], perf))
+        out.append("")
+        out.append(format_table(where + ["A gCO2e/1M", "B gCO2e/1M", "B/A", "less CO2e",
+                                         "A $/1M", "B $/1M", "B/A", "cheaper"], money))
+        out.append("gCO2e and $ use each side's own grid, PUE and prices (above).")
+        out.append("")
+        for s in c.summary():
+            tps, jpt = s["tokens_per_s_ratio_geomean"], s["joules_per_token_ratio_geomean"]
+            out.append(f"{s['workload']}: B/A tokens/s x{_n(tps, 3)}, J/token x{_n(jpt, 3)} "
+                       f"(geometric mean over {s['points']} matched point(s))")
+    for title, frame in ((f"Only in {c.a.label}", c.only_a), (f"Only in {c.b.label}", c.only_b)):
+        if not frame.empty:
+            out.append("")
+            out.append(f"{title}: {len(frame)} point(s)")
+            out += [f"  - {_point(r)}" for _, r in frame.iterrows()]
+    if not c.failed.empty:
+        out.append("")
+        out.append(f"On both sides but failed on one: {len(c.failed)} point(s)")
+        for _, r in c.failed.iterrows():
+            out.append(f"  - {r['label']}: A {r['a_status']}{_err(r['a_error'])}; B {r['b_status']}{_err(r['b_error'])}")
+    return "\n".join(out)
+
+
+def _point(r) -> str:
+    if r["status"] == "ok":
+        return str(r["label"])
+    return f"{r['label']} ({r['status']}{_err(r['error'])})"
+
+
+def _err(e) -> str:
+    return f": {e}" if isinstance(e, str) and e else ""

@@ -1,0 +1,34 @@
+"""`carbonbench report`: one self-contained HTML file from any number of result files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write. Default: reports/<scenario>.html.")
+@click.option("--title", default=None, help="The report's title (default: 'carbonbench report').")
+@click.option("--skip-damaged", is_flag=True, help="Skip unreadable result files with a warning instead of failing.")
+def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_damaged: bool) -> None:
+    """Build an HTML report from result files or directories (any number, any machines).
+
+    The file opens offline: plotly.js is embedded once (about 4.8 MB) and nothing is
+    fetched from the network. With results from two or more machines, the report
+    matches their points and shows who wins where.
+
+    \b
+    Example:  carbonbench report results/ -o reports/opt-125m.html
+    """
+    from carbonbench.report import build_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = build_report(results, out, title=title, on_error="skip" if skip_damaged else "raise")
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    click.echo(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,100 @@
+"""The HTML report: any number of result files in, one self-contained HTML file out.
+
+    from carbonbench.report import build_report
+    build_report(["results/", "reports/reference/h100/"], "reports/compare.html")
+
+The file opens with no network: plotly.js is embedded once, inline, with every figure's
+data beside its placeholder; there are no fonts, MathJax or CDN links to fetch, and a
+Content-Security-Policy forbids fetching anything. Layout: data.py reads the runs,
+sections.py writes each section, figures.py draws, compare.py matches points across
+machines, training.py extrapolates, html.py escapes and assembles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+from pathlib import Path
+from typing import Iterable, Optional
+
+from carbonbench.report.data import ReportData, load
+
+REPORTS_DIR = Path("reports")
+
+__all__ = ["build_report", "render", "default_output", "load", "ReportData"]
+
+
+def default_output(data: ReportData, reports_dir: Path = REPORTS_DIR) -> Path:
+    """reports/<scenario>[-vs-...].html, named from the runs' scenarios (made file-safe)."""
+    from carbonbench.results import safe_name
+
+    names = list(dict.fromkeys(str((r.raw.get("scenario") or {}).get("name") or "run") for r in data.runs))
+    machines = len({r.machine for r in data.runs})
+    stem = "-".join(safe_name(n, 40) for n in names[:3]) + (f"-{machines}-machines" if machines > 1 else "")
+    return reports_dir / f"{safe_name(stem, 100)}.html"
+
+
+def render(data: ReportData, *, title: Optional[str] = None) -> str:
+    """The report's HTML text."""
+    import plotly.offline
+
+    from carbonbench import __version__
+    from carbonbench.report import figures as figs
+    from carbonbench.report.html import Figures, esc, page
+
+    figures = Figures()
+    colors = figs.colors(r.label for r in data.runs)
+    with without_default_template():
+        body = _body(data, figures, colors)
+    scenarios = ", ".join(dict.fromkeys(str((r.raw.get("scenario") or {}).get("name")) for r in data.runs))
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = (f"{len(data.runs)} run(s) on {len({r.machine for r in data.runs})} machine(s); scenario(s): "
+                f"{esc(scenarios)}. Generated {esc(now)} by carbonbench {esc(__version__)}.")
+    nav = [("summary", "Summary"), ("comparison", "Comparison"), ("cost", "Cost per token"),
+           ("tradeoff", "Trade-off"), ("breakdown", "Energy breakdown"), ("timeline", "Power timeline"),
+           ("carbon", "Carbon"), ("training", "Training"), ("tables", "Tables")]
+    return page(title=title or "carbonbench report", subtitle_html=subtitle, nav=nav, body=body,
+                plotly_js=plotly.offline.get_plotlyjs())
+
+
+def _body(data: ReportData, figures, colors: dict[str, str]) -> str:
+    """The sections, in reading order: what was run, who wins, then the detail."""
+    from carbonbench.report import sections
+
+    return "".join([
+        sections.summary(data),
+        sections.comparison(data, figures, colors),
+        sections.cost(data, figures, colors),
+        sections.tradeoff(data, figures, colors),
+        sections.breakdown(data, figures),
+        sections.timelines(data, figures),
+        sections.carbon(data, figures, colors),
+        sections.training_section(data, figures, colors),
+        sections.tables(data),
+    ])
+
+
+@contextlib.contextmanager
+def without_default_template():
+    """Figures built without plotly's default template: the page sets one template for all,
+    and copying it into every figure (only to strip it again) is most of their build time."""
+    import plotly.io as pio
+
+    saved = pio.templates.default
+    pio.templates.default = None
+    try:
+        yield
+    finally:
+        pio.templates.default = saved
+
+
+def build_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, *, title: Optional[str] = None,
+                 on_error: str = "raise") -> Path:
+    """Read result files/directories and write the report; returns the file written."""
+    from carbonbench.results import atomic_write_text
+
+    data = load(paths, on_error=on_error)
+    target = Path(out) if out is not None else default_output(data)
+    atomic_write_text(target, render(data, title=title))
+    target.chmod(0o644)  # a report is for sharing; the atomic write's temporary file was private
+    return target
