@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -60,6 +61,8 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: YAML error: {_one_line(exc)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: YAML nesting is too deep") from None
+    except Exception as exc:  # PyYAML's own bugs on odd input, e.g. IndexError for "!!float ''"
+        raise ConfigError(f"{path}: YAML error: cannot read a value ({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def build(cls: type, data: Any, *, source: str, path: str = "") -> Any:
@@ -77,17 +80,24 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+# Bounded repr: YAML aliases can make a small file a huge (shared) tree ("billion laughs"),
+# whose full repr would take minutes; only the first 80 characters are shown anyway.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother = 3, 200, 200
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 10
+
+
 def _fail(source: str, path: str, value: Any, why: str) -> ConfigError:
     key = path or "(top level)"
-    shown = repr(value)
+    shown = _SHOWN.repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ConfigError(f"{source}: {key}: {why} (got {shown})")
 
 
 def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
+    if isinstance(key, int) or not key.isprintable() or not key.strip():
+        return f"{path}[{key!r}]"  # a key with a newline must not break the one-line message
     return f"{path}.{key}" if path else key
 
 
@@ -130,7 +140,7 @@ def _convert(tp: Any, value: Any, source: str, path: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
-            hint = closest(value, [str(c) for c in choices]) if isinstance(value, str) else ""
+            hint = closest(value, [str(c) for c in choices]) if isinstance(value, str) and len(choices) > 1 else ""
             raise _fail(source, path, value, f"expected {_type_name(tp)}{hint}")
         return value
     if origin in (list, tuple):

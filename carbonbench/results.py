@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 POINT_COLUMNS = ["model", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len"]
 COLUMNS = [
     "run_id", "run_status", "scenario", "hostname", "device_type", "device_name", "n_devices",
-    "model", "params", "engine", "dtype",
+    "model", "params", "engine", "engine_options", "dtype",
     "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len", "repeat", "status", "error",
     "tokens", "steps", "duration_s", "tokens_per_s", "flops",
     "energy_j", "energy_method", "energy_gpu_j", "energy_cpu_j", "energy_dram_j",
@@ -36,6 +36,8 @@ COLUMNS = [
     "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s",
     "peak_memory_bytes", "tokens_per_word", "flags", "start_unix_s",
     "codecarbon_energy_j", "codecarbon_cpu_energy_j", "codecarbon_gpu_energy_j", "codecarbon_ram_energy_j",
+    "codecarbon_energy_diff_j", "codecarbon_cpu_energy_diff_j", "codecarbon_gpu_energy_diff_j",
+    "codecarbon_ram_energy_diff_j",
     "grid_country", "grid_region", "grid_g_per_kwh", "pue", "usd_per_kwh", "usd_per_device_hour",
     "quick", "source_file",
 ]
@@ -47,7 +49,7 @@ def safe_name(text: str, max_len: int = 80) -> str:
     """A file-name fragment from user text: no separators, no '..', never empty."""
     name = _SAFE.sub("-", text).strip(".-")
     name = re.sub(r"\.{2,}", ".", name)
-    return (name[:max_len].strip(".-")) or "run"
+    return (name[:max_len].strip(".-")) or "run"[: max(max_len, 1)]  # idempotent even for max_len < 3
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -113,6 +115,8 @@ def read_run(path: str | Path) -> dict[str, Any]:
         run = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not valid JSON (truncated or corrupted?) at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise ResultsError(f"{path}: not a carbonbench result file (JSON nested too deeply)") from None
     if not isinstance(run, dict) or run.get("schema") != SCHEMA:
         raise ResultsError(f"{path}: not a carbonbench result file (no '\"schema\": \"{SCHEMA}\"')")
     version = run.get("schema_version")
@@ -121,7 +125,106 @@ def read_run(path: str | Path) -> dict[str, Any]:
     for key, kind in (("run_id", str), ("points", list), ("scenario", dict)):
         if not isinstance(run.get(key), kind):
             raise ResultsError(f"{path}: key '{key}' is missing or has the wrong type")
+    _check_types(path, run)
+    _check_grid(path, run)
     return run
+
+
+# What readers (run_rows, carbon.derive, reports) compute with, group by or iterate over,
+# so that a hand-edited or corrupted file is refused here, by name, not with a TypeError later.
+_NUMBERS, _STRINGS = "a number", "a string"
+_RUN_FIELDS = {
+    "": {_STRINGS: ("status",)},
+    "scenario": {_STRINGS: ("name",)},  # engine: a name, or a mapping (checked below)
+    "scenario.carbon": {_NUMBERS: ("grid_g_per_kwh", "pue"), _STRINGS: ("country", "region")},
+    "scenario.cost": {_NUMBERS: ("usd_per_kwh", "usd_per_device_hour")},
+    "device": {_NUMBERS: ("count",), _STRINGS: ("type", "name", "dtype")},
+    "environment": {_STRINGS: ("hostname",)},
+    "idle": {},
+}
+_POINT_FIELDS = {
+    _NUMBERS: ("batch_size", "prompt_tokens", "new_tokens", "seq_len", "params", "peak_memory_bytes", "tokens_per_word"),
+    _STRINGS: ("key", "model", "workload", "status", "error"),
+}
+_REPEAT_FIELDS = {
+    _NUMBERS: ("repeat", "steps", "tokens", "flops", "duration_s", "energy_j", "active_energy_j", "ttft_s", "tpot_s",
+               "start_unix_s"),
+    _STRINGS: ("status", "energy_method"),
+}
+
+
+def _check_types(path: Path, run: dict[str, Any]) -> None:
+    def damaged(where: str, want: str) -> ResultsError:
+        return ResultsError(f"{path}: '{where}' is damaged (expected {want})")
+
+    def section(parent: dict, key: str, where: str, optional: bool = True) -> dict:
+        value = parent.get(key)
+        if not isinstance(value, dict) and not (optional and value is None):
+            raise damaged(where, "a mapping")
+        return value or {}
+
+    def fields(data: dict, spec: dict, where: str) -> None:
+        for want, keys in spec.items():
+            for key in keys:
+                value = data.get(key)
+                ok = value is None or (
+                    isinstance(value, str) if want is _STRINGS
+                    else isinstance(value, (int, float)) and not isinstance(value, bool)
+                )
+                if not ok:
+                    raise damaged(f"{where}.{key}" if where else key, want)
+
+    for where, spec in _RUN_FIELDS.items():
+        data = run
+        for i, part in enumerate(where.split(".") if where else []):
+            data = section(data, part, ".".join(where.split(".")[: i + 1]))
+        fields(data, spec, where)
+    for where, engine in (("scenario.engine", run["scenario"].get("engine")), ("engine", run.get("engine"))):
+        if engine is not None and not isinstance(engine, str):  # old runs: a name; now a mapping
+            fields(section({"e": engine}, "e", where), {_STRINGS: ("name",)}, where)
+            section(engine, "options", f"{where}.options")
+    power = section(section(run, "idle", "idle"), "power_w", "idle.power_w")
+    fields(power, {_NUMBERS: list(power)}, "idle.power_w")
+    for i, point in enumerate(run["points"]):
+        where = f"points[{i}]"
+        if not isinstance(point, dict):
+            raise damaged(where, "a mapping")
+        fields(point, _POINT_FIELDS, where)
+        codecarbon = section(point, "codecarbon", f"{where}.codecarbon")
+        fields(codecarbon, {_NUMBERS: ("energy_j", "cpu_energy_j", "gpu_energy_j", "ram_energy_j")}, f"{where}.codecarbon")
+        repeats = point.get("repeats")
+        if repeats is not None and not isinstance(repeats, list):
+            raise damaged(f"{where}.repeats", "a list")
+        for j, rep in enumerate(repeats or []):
+            rwhere = f"{where}.repeats[{j}]"
+            if not isinstance(rep, dict):
+                raise damaged(rwhere, "a mapping")
+            fields(rep, _REPEAT_FIELDS, rwhere)
+            latency = section(rep, "latency_s", f"{rwhere}.latency_s")
+            fields(latency, {_NUMBERS: list(latency)}, f"{rwhere}.latency_s")
+            for name, comp in section(rep, "components", f"{rwhere}.components").items():
+                cwhere = f"{rwhere}.components.{name}"
+                if not isinstance(comp, dict):
+                    raise damaged(cwhere, "a mapping")
+                fields(comp, {_NUMBERS: ("energy_j",), _STRINGS: ("kind", "method")}, cwhere)
+                if comp.get("energy_j") is not None and comp.get("method") is None:
+                    raise damaged(f"{cwhere}.method", _STRINGS)
+            flags = rep.get("flags")
+            if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
+                raise damaged(f"{rwhere}.flags", "a list of strings")
+
+
+def _check_grid(path: Path, run: dict[str, Any]) -> None:
+    """Rows are priced under their own scenario's grid (runs always record one): one that does
+    not resolve is this file's fault, and would otherwise fail every reader without naming it."""
+    from carbonbench import grid
+    from carbonbench.errors import ConfigError
+
+    carbon = run["scenario"].get("carbon") or {}
+    try:
+        grid.resolve(carbon.get("country"), carbon.get("region"), carbon.get("grid_g_per_kwh"), where="scenario")
+    except ConfigError as exc:
+        raise ResultsError(f"{path}: scenario.carbon: {exc}") from None
 
 
 def result_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -180,7 +283,7 @@ def run_rows(run: dict[str, Any], source: Optional[Path] = None) -> list[dict[st
         "device_type": device.get("type"),
         "device_name": device.get("name"),
         "n_devices": device.get("count", 1),
-        "engine": scenario.get("engine", "native"),
+        **_engine_columns(run),
         "dtype": device.get("dtype"),
         "grid_country": carbon.get("country"),
         "grid_region": carbon.get("region"),
@@ -204,13 +307,6 @@ def run_rows(run: dict[str, Any], source: Optional[Path] = None) -> list[dict[st
             error=point.get("error"),
             peak_memory_bytes=point.get("peak_memory_bytes"),
             tokens_per_word=point.get("tokens_per_word"),
-        )
-        cc = point.get("codecarbon") or {}
-        prow.update(
-            codecarbon_energy_j=cc.get("energy_j"),
-            codecarbon_cpu_energy_j=cc.get("cpu_energy_j"),
-            codecarbon_gpu_energy_j=cc.get("gpu_energy_j"),
-            codecarbon_ram_energy_j=cc.get("ram_energy_j"),
         )
         repeats = point.get("repeats") or []
         if not repeats:
@@ -256,7 +352,28 @@ def _repeat_columns(rep: dict[str, Any]) -> dict[str, Any]:
         out[f"energy_{kind}_j"] = _sum_known(c.get("energy_j") for c in parts)
         methods = sorted({c.get("method") for c in parts if c.get("energy_j") is not None})
         out[f"energy_{kind}_method"] = "+".join(methods) if methods else ("none" if parts else None)
+    # codecarbon measured the same window alongside: its figures, and ours minus its.
+    cc = rep.get("codecarbon") or {}
+    for ours, name in (("energy_j", "energy_j"), ("energy_cpu_j", "cpu_energy_j"),
+                       ("energy_gpu_j", "gpu_energy_j"), ("energy_dram_j", "ram_energy_j")):
+        theirs = cc.get(name)
+        out[f"codecarbon_{name}"] = theirs
+        mine = energy if ours == "energy_j" else out[ours]
+        out[f"codecarbon_{name.removesuffix('_j')}_diff_j"] = (
+            mine - theirs if mine is not None and theirs is not None else None
+        )
     return out
+
+
+def _engine_columns(run: dict[str, Any]) -> dict[str, Any]:
+    """engine (its name) and engine_options ("compile=false,cuda_graphs=false,...", the
+    options in effect as the run recorded them). Older runs give a plain name only."""
+    engine = run.get("engine") or (run.get("scenario") or {}).get("engine") or "native"
+    if isinstance(engine, str):
+        return {"engine": engine, "engine_options": None}
+    options = engine.get("options", {k: v for k, v in engine.items() if k != "name"})
+    text = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(options.items()))
+    return {"engine": engine.get("name", "native"), "engine_options": text or None}
 
 
 def _sum_known(values: Iterable[Any]) -> Optional[float]:

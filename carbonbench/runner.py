@@ -24,8 +24,10 @@ from typing import Any, Callable, Optional
 import torch
 
 from carbonbench import __version__, environment
-from carbonbench.errors import MeterError, ModelTooLargeError, UserError
+from carbonbench.distributed.context import SINGLE, DistributedFailure
+from carbonbench.errors import MeterError, ModelTooLargeError, ResultsError, UserError
 from carbonbench.meters.base import Measurement, MeterSet
+from carbonbench.meters.idle import IdleBaseline
 from carbonbench.results import read_run, safe_name, write_run, write_timeline
 from carbonbench.scenario import MeasurementConfig, Point, Scenario, expand, model_card, model_label
 from carbonbench.workloads import WORKLOADS, Inputs, NonFiniteLoss, Workload
@@ -124,10 +126,14 @@ class Runner:
         source: Optional[str] = None,
         hooks: Optional[Hooks] = None,
         meters: Optional[MeterSet] = None,
+        dist=None,
     ):
         self.scenario = quick(scenario) if quick_run else scenario
         self.out_dir = Path(out_dir)
-        self.device = environment.resolve_device(device or scenario.device)
+        # Under torchrun: this rank's view of the job (carbonbench.distributed.context);
+        # SINGLE, whose collectives do nothing, on one process.
+        self.dist = dist or SINGLE
+        self.device = self.dist.device if self.dist.distributed else environment.resolve_device(device or scenario.device)
         self.dtype = environment.resolve_dtype(scenario.dtype, self.device)
         self.quick_run = quick_run
         self.resume = resume
@@ -136,14 +142,34 @@ class Runner:
         self._meters = meters
         self.points = expand(self.scenario)
         self.entries = {model_label(e): e for e in self.scenario.models}
+        self._check_inputs()
+        from carbonbench.distributed.parallel import plan_layouts
+
+        # How each point spreads over the ranks (all "single" on one process).
+        self.layouts = plan_layouts(self.points, self.scenario.parallel, self.dist, self.dtype, self.entries)
+
+    def _check_inputs(self) -> None:
+        """A broken checkpoint or prompts file is a UserError now, before anything is written to out_dir."""
+        from carbonbench.opt.checkpoint import check_checkpoint
+        from carbonbench.opt.tokenizer import load_tokenizer, read_prompts
+
+        if self.scenario.workloads.prompts:
+            read_prompts(self.scenario.workloads.prompts)
+
+        for entry in self.scenario.models:
+            card = model_card(entry)
+            if card.checkpoint:  # a card file names its checkpoint: name the card by its path
+                check_checkpoint(card.checkpoint, card.architecture, card.name if Path(entry).is_dir() else card.path)
+                load_tokenizer(card.checkpoint)
 
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> RunOutcome:
         m: MeasurementConfig = self.scenario.measurement
         env = environment.collect(self.device)
-        fp = fingerprint(self.scenario, f"{self.device.type}:{env['device_name']}", self.quick_run)
+        world = f" x{self.dist.world_size}" if self.dist.distributed else ""
+        fp = fingerprint(self.scenario, f"{self.device.type}:{env['device_name']}{world}", self.quick_run)
         path, run, timeline_before = self._open_run(env, fp)
-        done = {p["key"] for p in run["points"] if p.get("status") == "ok"}
+        done = self.dist.broadcast({p["key"] for p in run["points"] if p.get("status") == "ok"})  # rank 0's file
         todo = [p for p in self.points if p.key not in done]
         skipped = len(self.points) - len(todo)
         if self.resume:
@@ -151,21 +177,27 @@ class Runner:
         run["points"] = [p for p in run["points"] if p["key"] in done]
         self._warn_if_long(todo)
 
-        meters = self._meters or _build_meters(self.device, m)
-        sidecar = _sidecar(self.scenario, self.out_dir)
+        # Under torchrun each rank meters its own GPU, and only one rank per node the CPU and DRAM.
+        meters = self.dist.filter_meters(self._meters or _build_meters(self.device, m, self.dist.distributed))
+        sidecar = _sidecar(self.scenario, self.out_dir) if self.dist.is_writer else _NoSidecar()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)}
         interrupted: Optional[Interrupted] = None
+        timeline_rows: Optional[list[dict]] = None
         try:
             meters.start()
             run["meters"] = meters.describe()
+            if self.dist.distributed:
+                run.setdefault("distributed", self.dist.describe())["meters_by_rank"] = self.dist.all_gather(run["meters"])
             sidecar.start()
-            if run.get("idle") is None and m.idle_baseline_s > 0:
+            if self.dist.broadcast(run.get("idle") is None and m.idle_baseline_s > 0):
                 self.hooks.log(f"measuring idle power for {m.idle_baseline_s:g} s")
-                run["idle"] = _measure_idle(meters, m.idle_baseline_s)
+                run["idle"] = _measure_idle(meters, m.idle_baseline_s, self.dist)
             run["status"] = "running"
-            write_run(path, run)
-            for model_entry, points in _by_model(todo):
-                self._run_model(model_entry, points, run, path, meters, sidecar)
+            self._write(path, run)
+            for label, points in _by_model(todo):
+                # Points carry the model's label; a card file or checkpoint dir is loaded by its path.
+                self._run_model(self.entries[label], points, run, path, meters, sidecar)
+            timeline_rows = self.dist.timeline(meters)  # every rank's samples (a collective)
             run["status"] = "complete"
         except KeyboardInterrupt:
             interrupted = Interrupted(signal.SIGINT)
@@ -173,6 +205,10 @@ class Runner:
             interrupted = exc
         except UserError:
             run["status"] = "failed"
+            raise
+        except DistributedFailure as exc:  # a rank died or hung: the process group is gone
+            run["status"] = "failed"
+            run.setdefault("warnings", []).append(str(exc))
             raise
         finally:
             for signum, handler in previous.items():
@@ -182,22 +218,27 @@ class Runner:
             run["finished_utc"] = _now()
             run["codecarbon"] = _safe_call(sidecar.stop, run.setdefault("warnings", []))
             run["codecarbon_meter"] = sidecar.describe()
-            timeline = timeline_before + _label_timeline(meters.timeline(), run["points"])
+            rows = timeline_rows if timeline_rows is not None else meters.timeline()
+            timeline = timeline_before + _label_timeline(rows, run["points"])
             try:
                 meters.close()
             except MeterError as exc:
                 run.setdefault("warnings", []).append(str(exc))
-            write_timeline(self.out_dir / run["timeline_file"], timeline)
-            write_run(path, run)
+            if self.dist.is_writer:
+                write_timeline(self.out_dir / run["timeline_file"], timeline)
+            self._write(path, run)
         if interrupted is not None:
             raise interrupted
         return RunOutcome(path, run, skipped)
 
     def _open_run(self, env: dict, fp: str) -> tuple[Path, dict, list[dict]]:
         if self.resume:
-            found = _latest_run(self.out_dir, fp)
+            found = _latest_run(self.out_dir, fp, self.hooks.log)
             if found is not None:
                 path, run = found
+                name = run.get("timeline_file")
+                if not isinstance(name, str) or safe_name(name) != name:  # the file says where we write: distrust it
+                    run["timeline_file"] = f"{safe_name(path.stem)}.timeline.csv"
                 return path, run, _read_timeline(self.out_dir / run["timeline_file"])
         run_id = f"{safe_name(self.scenario.name)}-{safe_name(env['hostname'], 30)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
         run = {
@@ -215,7 +256,7 @@ class Runner:
             "device": {
                 "type": self.device.type,
                 "name": env["device_name"],
-                "count": 1,
+                "count": self.dist.world_size,  # one device per rank
                 "dtype": str(self.dtype).removeprefix("torch."),
             },
             "environment": env,
@@ -225,7 +266,17 @@ class Runner:
             "points": [],
             "warnings": [],
         }
+        if self.dist.distributed:
+            run["world_size"] = self.dist.world_size
+            run["nodes"] = self.dist.nodes()
+            run["distributed"] = self.dist.describe()
+            if self.dist.nnodes > 1 and self.scenario.measurement.codecarbon:
+                run["warnings"].append("codecarbon runs on rank 0 only: its figures cover node 0, not the whole job")
         return self.out_dir / f"{run_id}.json", run, []
+
+    def _write(self, path: Path, run: dict) -> None:
+        if self.dist.is_writer:  # rank 0 writes the one run file of a distributed job
+            write_run(path, run)
 
     def _warn_if_long(self, points: list[Point]) -> None:
         if not points:
@@ -245,37 +296,58 @@ class Runner:
 
     # -- one model ------------------------------------------------------------------
     def _run_model(self, entry: str, points: list[Point], run: dict, path: Path, meters: MeterSet, sidecar) -> None:
-        from carbonbench.opt import load as load_model
+        from carbonbench.engines import make_engine
 
+        # The engine (native or transformers) loads the model and runs every workload's
+        # operations; the run records its name and the options in effect on this device.
+        self.engine = make_engine(self.scenario.engine, self.device)
+        run["engine"] = self.engine.describe()
+        warnings = run.setdefault("warnings", [])
+        warnings.extend(n for n in self.engine.notes if n not in warnings)
         training = self.scenario.workloads.train
         tokenizer = _tokenizer_for(entry)
         # Inference runs in the scenario dtype; training keeps fp32 master weights and
         # autocasts to the scenario dtype (mixed precision). Inference goes first, so when
         # both dtypes are fp32 the training steps may change the weights it already used.
         model, model_dtype = None, None
-        for p in sorted(points, key=lambda p: p.workload == "train"):
-            want = torch.float32 if p.workload == "train" else self.dtype
+        for p in sorted(points, key=lambda p: (p.workload == "train", self.layouts[p.key].mode)):
+            layout = self.layouts[p.key]
+            want = (torch.float32 if p.workload == "train" else self.dtype, layout.mode)
             if model is None or model_dtype != want:
                 model = None
                 _free(self.device)
                 try:
-                    model = load_model(entry, device=self.device, dtype=want, seed=self.scenario.seed)
+                    if layout.mode == "single":
+                        model = self.engine.load(entry, device=self.device, dtype=want[0], seed=self.scenario.seed)
+                    elif self.engine.name != "native":
+                        raise UserError(f"engine '{self.engine.name}' runs on one process; use engine: native with torchrun")
+                    else:
+                        model = self._load_parallel(entry, p, want[0])
                 except ModelTooLargeError as exc:
                     self._record(run, path, self._failed(p, "oom", str(exc)))
                     continue
                 model_dtype = want
                 model.eval()
             record = self._run_point(model, p, run, meters, sidecar, training, tokenizer)
-            record["params"] = sum(t.numel() for t in model.parameters())
+            record["params"] = sum(t.numel() for t in model.parameters())  # whole model, also when sharded
+            if self.dist.distributed:
+                record["parallel"] = {**layout.as_dict(), "global_batch_size": p.batch_size * layout.dp}
             self._record(run, path, record)
             if self.scenario.measurement.cooldown_s:
                 time.sleep(self.scenario.measurement.cooldown_s)
         model = None
         _free(self.device)
 
+    def _load_parallel(self, entry: str, point: Point, dtype: torch.dtype):
+        from carbonbench.distributed.parallel import build_model
+
+        # FSDP mixed precision: fp32 master weights, all-gathered in the scenario dtype.
+        param_dtype = self.dtype if point.workload == "train" and self.dtype != torch.float32 else None
+        return build_model(entry, self.layouts[point.key], self.dist, dtype, self.scenario.seed, param_dtype)
+
     def _record(self, run: dict, path: Path, record: dict) -> None:
         run["points"].append(record)
-        write_run(path, run)
+        self._write(path, run)
         self.hooks.point_done(_point_of(record), record)
 
     def _failed(self, point: Point, status: str, message: str) -> dict:
@@ -296,17 +368,20 @@ class Runner:
             record["tokens_per_step"] = workload.tokens_per_step
             record["flops_per_step"] = workload.flops_per_step
             record["warmup"] = self._warm_up(workload, m)
-            sidecar.begin_point(point.key)
             for i in range(m.repeats):
-                record["repeats"].append(self._window(workload, point, i, meters, run.get("idle")))
-            record["codecarbon"] = sidecar.end_point()
+                # One codecarbon task per window, opened and closed outside it, so both
+                # tools measure the same work and the figures compare repeat by repeat.
+                sidecar.begin_point(f"{point.key}#r{i}")
+                rep = self._window(workload, point, i, meters, run.get("idle"))
+                rep["codecarbon"] = sidecar.end_point()
+                record["repeats"].append(rep)
         except torch.OutOfMemoryError as exc:
             record.update(status="oom", error=_first_line(exc))
         except NonFiniteLoss as exc:
             record.update(status="nan", error=str(exc))
         except MeterError as exc:
             record.update(status="meter-error", error=str(exc))
-        except (KeyboardInterrupt, Interrupted, UserError):
+        except (KeyboardInterrupt, Interrupted, UserError, DistributedFailure):
             raise
         except Exception as exc:  # a broken point must not end the sweep
             record.update(status="error", error=f"{type(exc).__name__}: {_first_line(exc)}")
@@ -322,39 +397,65 @@ class Runner:
             if record["status"] == "oom":
                 workload = None
                 _free(self.device)
-        return record
+        return self.dist.agree(record)  # failed on any rank = failed
 
     def _inputs(self, point: Point, tokenizer, vocab: int) -> Inputs:
         from carbonbench.opt.tokenizer import encode_prompts, read_prompts, synthetic_prompts
 
         length = point.seq_len if point.workload == "train" else point.prompt_tokens
         prompts = self.scenario.workloads.prompts
+        # Data parallel: one global batch of batch_size rows per replica; each rank keeps its own.
+        layout = self.layouts[point.key]
+        rows = point.batch_size * layout.dp
         if point.workload != "train" and tokenizer is not None and prompts:
             texts = read_prompts(prompts)
-            ids, mask, words, tokens = encode_prompts(tokenizer, texts, point.batch_size, length)
-            return Inputs(ids.to(self.device), mask.to(self.device), words, tokens)
-        ids = synthetic_prompts(point.batch_size, length, vocab, seed=self.scenario.seed)
-        return Inputs(ids.to(self.device))
+            ids, mask, words, tokens = encode_prompts(tokenizer, texts, rows, length)
+            return Inputs(layout.local_rows(ids).to(self.device), layout.local_rows(mask).to(self.device), words, tokens)
+        ids = synthetic_prompts(rows, length, vocab, seed=self.scenario.seed)
+        return Inputs(layout.local_rows(ids).to(self.device))
 
     def _workload(self, model, point: Point, inputs: Inputs, training) -> Workload:
         sync = _sync_fn(self.device)
         if point.workload == "train":
             autocast = None if self.dtype == torch.float32 else self.dtype
-            return WORKLOADS["train"](
+            workload = WORKLOADS["train"](
                 model, point, inputs, sync,
-                lr=training.lr, autocast_dtype=autocast, recompute=training.activation_checkpointing,
+                lr=training.lr, autocast_dtype=autocast, recompute=training.activation_checkpointing, engine=self.engine,
             )
-        return WORKLOADS[point.workload](model, point, inputs, sync)
+        else:
+            workload = WORKLOADS[point.workload](model, point, inputs, sync, engine=self.engine)
+        # A step's tokens and FLOPs are the whole job's: every data-parallel replica's.
+        workload.tokens_per_step *= self.layouts[point.key].dp
+        workload.flops_per_step *= self.layouts[point.key].dp
+        return workload
 
     def _warm_up(self, workload: Workload, m: MeasurementConfig) -> dict:
+        """Steps until warmup_steps and warmup_s are both reached, each timed.
+
+        The first step pays for torch.compile, CUDA-graph capture and allocator growth;
+        it happens here, never in a window. A compiling engine gets at least three steps
+        (a second shape or state may compile again), and compile_s is the warm-up's time
+        beyond its fastest step's pace. Then the workload is sealed: a recompile or graph
+        capture in a window is an error, not a slow window.
+        """
         sync = _sync_fn(self.device)
-        steps, t0 = 0, time.perf_counter()
-        while steps < m.warmup_steps or time.perf_counter() - t0 < m.warmup_s:
+        min_steps = max(m.warmup_steps, 3 if workload.compiles else 1)
+        times: list[float] = []
+        t0 = time.perf_counter()
+        # all_done: under torchrun every rank stops at the same step (steps hold collectives).
+        while not self.dist.all_done(len(times) >= min_steps and time.perf_counter() - t0 >= m.warmup_s):
+            s0 = time.perf_counter()
             workload.step()
-            steps += 1
-        sync()
+            sync()
+            times.append(time.perf_counter() - s0)
         workload.check()
-        return {"steps": steps, "duration_s": time.perf_counter() - t0}
+        out = {"steps": len(times), "duration_s": time.perf_counter() - t0, "first_step_s": times[0]}
+        if len(times) > 1:
+            out["steady_step_s"] = min(times[1:])
+        if workload.compiles:
+            out["compile_s"] = sum(max(t - out["steady_step_s"], 0.0) for t in times)
+        workload.seal()
+        return out
 
     def _window(self, workload: Workload, point: Point, repeat: int, meters: MeterSet, idle: Optional[dict]) -> dict:
         m = self.scenario.measurement
@@ -364,7 +465,10 @@ class Runner:
         flags = ["extended-window"] if min_s > m.min_seconds else []
         latencies: list[float] = []
         extras: dict[str, list[float]] = {}
-        with meters.window(f"{point.key}#r{repeat}") as w:
+        label = f"{point.key}#r{repeat}"
+        self.dist.mark(label)
+        self.dist.barrier()  # every rank opens its window at the same moment
+        with meters.window(label) as w:
             t0 = time.perf_counter()
             while True:
                 s0 = time.perf_counter()
@@ -372,11 +476,12 @@ class Runner:
                     extras.setdefault(k, []).append(v)
                 sync()
                 latencies.append(time.perf_counter() - s0)
-                if time.perf_counter() - t0 >= min_s:
+                if self.dist.all_done(time.perf_counter() - t0 >= min_s):
                     break
         workload.check()
-        meas: Measurement = w.measurement
         steps = len(latencies)
+        # Every rank's energy summed (CPU and DRAM once per node), with per-rank/node detail.
+        meas, detail = self.dist.combine(w.measurement, {"steps": steps})
         rep = {
             "repeat": repeat,
             "steps": steps,
@@ -388,6 +493,7 @@ class Runner:
         }
         rep["flags"] = flags + list(meas.flags)
         rep.pop("label", None)
+        rep.update(detail or {})
         rep["active_energy_j"] = _active_energy(meas, idle)
         for k, values in extras.items():
             rep[k] = statistics.fmean(values)
@@ -399,9 +505,11 @@ def run_scenario(scenario: Scenario, out_dir: Path, **kwargs) -> RunOutcome:
 
 
 # -- helpers ------------------------------------------------------------------------
-def _build_meters(device: torch.device, m: MeasurementConfig) -> MeterSet:
+def _build_meters(device: torch.device, m: MeasurementConfig, own_gpu_only: bool = False) -> MeterSet:
     from carbonbench.meters.select import build_meter_set
 
+    if own_gpu_only and device.type == "cuda":  # a torchrun rank meters the GPU it drives, no other
+        return build_meter_set(device, m, gpu_indices=[device.index])
     return build_meter_set(device, m)
 
 
@@ -423,27 +531,17 @@ def _sidecar(scenario: Scenario, out_dir: Path):
     return CodecarbonSidecar(scenario.carbon, enabled=True, output_dir=out_dir)
 
 
-def _measure_idle(meters: MeterSet, seconds: float) -> dict:
+def _measure_idle(meters: MeterSet, seconds: float, dist=SINGLE) -> dict:
+    dist.mark("idle")
+    dist.barrier()
     with meters.window("idle") as w:
         time.sleep(seconds)
-    meas = w.measurement
-    power = {c.component: (c.energy_j / meas.duration_s if c.energy_j is not None and meas.duration_s > 0 else None) for c in meas.components}
-    method = {c.component: c.method for c in meas.components}
-    return {"duration_s": meas.duration_s, "power_w": power, "method": method}
+    meas, _ = dist.combine(w.measurement)
+    return IdleBaseline.from_measurement(meas).as_dict()
 
 
 def _active_energy(meas: Measurement, idle: Optional[dict]) -> Optional[float]:
-    """Energy above idle: per component, never below zero; None if idle is unknown."""
-    if not idle:
-        return None
-    total, known = 0.0, False
-    for c in meas.components:
-        idle_w = idle["power_w"].get(c.component)
-        if c.energy_j is None or idle_w is None:
-            continue
-        total += max(c.energy_j - idle_w * meas.duration_s, 0.0)
-        known = True
-    return total if known else None
+    return IdleBaseline.from_dict(idle).active_energy_j(meas) if idle else None
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -495,16 +593,18 @@ def _tokenizer_for(entry: str):
     return load_tokenizer(card.checkpoint) if card.checkpoint else None
 
 
-def _latest_run(out_dir: Path, fp: str) -> Optional[tuple[Path, dict]]:
+def _latest_run(out_dir: Path, fp: str, log: Callable[[str], None] = lambda msg: None) -> Optional[tuple[Path, dict]]:
     best = None
     for f in sorted(out_dir.glob("*.json")):
         try:
             run = read_run(f)
-        except UserError:
+        except UserError as exc:
+            log(f"resume: skipped {exc}")
             continue
-        if run.get("fingerprint") == fp and (best is None or run["started_utc"] > best[1]["started_utc"]):
-            best = (f, run)
-    return best
+        started = str(run.get("started_utc") or "")
+        if run.get("fingerprint") == fp and (best is None or started > best[0]):
+            best = (started, f, run)
+    return best[1:] if best else None
 
 
 def _read_timeline(path: Path) -> list[dict]:
@@ -512,8 +612,11 @@ def _read_timeline(path: Path) -> list[dict]:
 
     if not path.exists():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ResultsError(f"{path}: damaged power timeline ({exc}); move it away to resume without it") from None
 
 
 def _label_timeline(rows: list[dict], points: list[dict]) -> list[dict]:

@@ -73,6 +73,76 @@ class MeasurementConfig:
 
 
 @dataclass(frozen=True)
+class ParallelConfig:
+    """How a run on several processes (torchrun) spreads its points; one process ignores it.
+
+    strategy: ``auto`` trains with FSDP2 and runs inference tensor parallel only when the
+    model does not fit on one device (else one full copy per rank); ``fsdp`` trains with
+    FSDP2 and replicates inference; ``tp`` trains with FSDP2 and runs inference tensor
+    parallel over ``tp_size`` ranks; ``none`` refuses more than one process.
+    See docs/distributed.md.
+    """
+
+    strategy: Literal["auto", "none", "fsdp", "tp"] = "auto"
+    tp_size: Optional[int] = field(default=None, metadata={"min": 1})  # default: the processes per node (all ranks if 1)
+    timeout_s: float = field(default=300.0, metadata=positive())  # a collective waiting longer ends the run
+
+    def __post_init__(self):
+        if self.tp_size is not None and self.strategy not in ("auto", "tp"):
+            raise FieldError("tp_size", self.tp_size, f"is for strategy tp or auto, not {self.strategy!r}")
+
+
+EngineName = Literal["native", "transformers"]
+
+
+@dataclass(frozen=True, eq=False)
+class EngineConfig:
+    """Which implementation runs the model, and the speed settings it runs with.
+
+    ``engine: native`` (a plain name) means ``engine: {name: native}``; every option can
+    be switched alone, so that its effect can be measured. What each does, and which
+    apply where, is in docs/engines.md. Options that need CUDA are a ConfigError with
+    ``device: cpu``; with ``device: auto`` on a CPU they are ignored and the run's
+    warnings and ``engine.options`` say so.
+    """
+
+    name: EngineName = "native"
+    compile: bool = False  # torch.compile the forward (prefill, train) and the decode step
+    cuda_graphs: bool = False  # replay the decode step from a captured CUDA graph (native, CUDA)
+    # Preallocated KV cache; unset = the engine's usual: native true, transformers false
+    # (DynamicCache, what Hugging Face's generate uses by default).
+    static_cache: Optional[bool] = None
+    fused_optimizer: bool = True  # fused AdamW kernel for training (both engines)
+    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
+
+    def __post_init__(self):
+        if self.static_cache is None:
+            object.__setattr__(self, "static_cache", self.name == "native")
+        if self.cuda_graphs and self.name != "native":
+            raise FieldError("cuda_graphs", True, "is a native-engine setting (for transformers use compile with static_cache)")
+        if self.cuda_graphs and not self.static_cache:
+            raise FieldError("cuda_graphs", True, "needs static_cache: true (a graph replays fixed buffers)")
+        if self.compile and self.name == "native" and not self.static_cache:
+            raise FieldError("compile", True, "needs static_cache: true on the native engine (a growing cache changes shapes every step)")
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):  # the plain form: `scenario.engine == "native"` compares the name
+            return self.name == other
+        if isinstance(other, EngineConfig):
+            return (self.name, self.options()) == (other.name, other.options())
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.options().items())))
+
+
+CUDA_ONLY_SDPA = ("efficient", "cudnn")
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     models: list[str]
@@ -81,15 +151,24 @@ class Scenario:
     description: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    engine: Literal["native", "transformers"] = "native"
+    engine: EngineConfig = field(default_factory=EngineConfig)
     seed: int = field(default=0, metadata={"min": 0})
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def __post_init__(self):
         if not self.name.strip():
             raise FieldError("name", self.name, "must not be empty")
+        if isinstance(self.engine, str):  # Scenario(engine="native") in code
+            object.__setattr__(self, "engine", EngineConfig(name=self.engine))
+        if self.device == "cpu":
+            if self.engine.cuda_graphs:
+                raise FieldError("engine.cuda_graphs", True, "needs CUDA, but device is 'cpu'")
+            if self.engine.sdpa_backend in CUDA_ONLY_SDPA:
+                raise FieldError("engine.sdpa_backend", self.engine.sdpa_backend,
+                                 "is a CUDA kernel, but device is 'cpu' (use auto, flash or math)")
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -132,6 +211,8 @@ def load(path: str | Path) -> Scenario:
 
 def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenario:
     """Validate plain data (a parsed YAML file or a result file's copy) into a Scenario."""
+    if isinstance(data, dict) and isinstance(data.get("engine"), str):
+        data = {**data, "engine": {"name": data["engine"]}}  # `engine: native`, the plain form
     scenario = build(Scenario, data, source=source)
     base_dir = base_dir or Path.cwd()
     models = [_resolve_model(m, base_dir, source, i) for i, m in enumerate(scenario.models)]

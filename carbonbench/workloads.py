@@ -82,9 +82,14 @@ class Workload(ABC):
     tokens_per_step: int
     flops_per_step: float
 
-    def __init__(self, model: torch.nn.Module, point: Point, inputs: Inputs, sync: Callable[[], None]):
+    def __init__(self, model: torch.nn.Module, point: Point, inputs: Inputs, sync: Callable[[], None], engine=None):
         self.model, self.point, self.inputs, self.sync = model, point, inputs, sync
         self.arch: Architecture = model.arch
+        if engine is None:  # the native engine with default options
+            from carbonbench.engines import make_engine
+
+            engine = make_engine(None, inputs.input_ids.device)
+        self.engine = engine  # carbonbench.engines.Engine: runs the model's operations
 
     @abstractmethod
     def step(self) -> dict[str, float]:
@@ -93,28 +98,36 @@ class Workload(ABC):
     def check(self) -> None:
         """Raise after a window if the work went wrong (e.g. a non-finite loss)."""
 
+    @property
+    def compiles(self) -> bool:
+        """Whether the first step compiles or captures (torch.compile, CUDA graphs)."""
+        return self.engine.compiles
+
+    def seal(self) -> None:
+        """After the warm-up: a recompile or graph capture from here on is an error."""
+        self.engine.seal()
+
     def close(self) -> None:
         """Free what the workload holds (caches, optimizer state)."""
+        self.engine.unseal()
 
 
 class Prefill(Workload):
     name = "prefill"
 
-    def __init__(self, model, point, inputs, sync):
-        super().__init__(model, point, inputs, sync)
-        from carbonbench.opt import prefill
-
-        self._prefill = prefill
+    def __init__(self, model, point, inputs, sync, engine=None):
+        super().__init__(model, point, inputs, sync, engine)
         b, t = inputs.input_ids.shape
-        self.cache = model.new_cache(b, t)
+        self.cache = self.engine.new_cache(model, b, t)
         self.tokens_per_step = b * t
         self.flops_per_step = prefill_flops(self.arch, b, t)
 
     def step(self) -> dict[str, float]:
-        self._prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
+        self.engine.prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
         return {}
 
     def close(self) -> None:
+        super().close()
         self.cache = None
 
 
@@ -123,14 +136,11 @@ class Decode(Workload):
 
     name = "decode"
 
-    def __init__(self, model, point, inputs, sync):
-        super().__init__(model, point, inputs, sync)
-        from carbonbench.opt import decode_step, prefill
-
-        self._prefill, self._decode_step = prefill, decode_step
+    def __init__(self, model, point, inputs, sync, engine=None):
+        super().__init__(model, point, inputs, sync, engine)
         b, t = inputs.input_ids.shape
         self.new = point.new_tokens
-        self.cache = model.new_cache(b, t + self.new)
+        self.cache = self.engine.new_cache(model, b, t + self.new)
         self.tokens_per_step = b * self.new
         self.flops_per_step = decode_flops(self.arch, b, t, self.new)
         self.out = torch.empty(b, self.new, dtype=torch.long, device=inputs.input_ids.device)
@@ -138,13 +148,13 @@ class Decode(Workload):
     def step(self) -> dict[str, float]:
         t0 = time.perf_counter()
         prompt_len = self.inputs.input_ids.shape[1]
-        logits = self._prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
+        logits = self.engine.prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
         token = logits.argmax(dim=-1, keepdim=True)  # [B, 1], stays on the device
         self.out[:, :1] = token
         self.sync()
         ttft = time.perf_counter() - t0
         for i in range(1, self.new):
-            logits = self._decode_step(self.model, token, self.cache, prompt_len + i - 1)
+            logits = self.engine.decode_step(self.model, token, self.cache, prompt_len + i - 1)
             token = logits.argmax(dim=-1, keepdim=True)
             self.out[:, i : i + 1] = token
         self.sync()
@@ -155,6 +165,7 @@ class Decode(Workload):
         return timings
 
     def close(self) -> None:
+        super().close()
         self.cache = None
 
 
@@ -163,11 +174,8 @@ class Train(Workload):
 
     name = "train"
 
-    def __init__(self, model, point, inputs, sync, *, lr: float, autocast_dtype: Optional[torch.dtype], recompute: bool):
-        super().__init__(model, point, inputs, sync)
-        from carbonbench.opt import loss_fn
-
-        self._loss_fn = loss_fn
+    def __init__(self, model, point, inputs, sync, *, lr: float, autocast_dtype: Optional[torch.dtype], recompute: bool, engine=None):
+        super().__init__(model, point, inputs, sync, engine)
         device = inputs.input_ids.device
         b, t = inputs.input_ids.shape
         self.tokens_per_step = b * t
@@ -176,8 +184,7 @@ class Train(Workload):
         model.train()
         if hasattr(model, "gradient_checkpointing"):
             model.gradient_checkpointing = recompute
-        fused = device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+        self.optimizer = self.engine.optimizer(model.parameters(), lr)
         self.autocast = (
             torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
         )
@@ -189,8 +196,7 @@ class Train(Workload):
     def step(self) -> dict[str, float]:
         ids = self.inputs.input_ids
         with self.autocast:
-            logits = self.model(ids)
-            loss = self._loss_fn(logits, ids)
+            loss = self.engine.train_loss(self.model, ids)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -210,6 +216,7 @@ class Train(Workload):
             raise NonFiniteLoss(f"training loss became non-finite (last loss {float(self.last_loss)})")
 
     def close(self) -> None:
+        super().close()
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer = None
         self.model.eval()

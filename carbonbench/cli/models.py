@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from carbonbench.cli.table import print_table
+from carbonbench.cli.run import OneLineCommand
 
 
-@click.command()
+@click.command(cls=OneLineCommand)
 def models() -> None:
     """List the model cards (model/*.yaml) with parameter counts computed from the architecture."""
     from carbonbench.opt.card import card_dirs, known_cards, read_card

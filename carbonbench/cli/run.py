@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -11,7 +13,19 @@ from carbonbench.cli.table import print_table
 from carbonbench.errors import UserError
 
 
-@click.command()
+class OneLineCommand(click.Command):
+    """A bad flag or argument is one 'Error:' line with exit status 2, like any bad input."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            from carbonbench.cli import UserFacingError
+
+            raise UserFacingError(exc.format_message()) from None
+
+
+@click.command(cls=OneLineCommand)
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Directory for the run file (JSON) and its power timeline (CSV).")
@@ -19,39 +33,110 @@ from carbonbench.errors import UserError
               help="Override the scenario's device (auto picks CUDA when present).")
 @click.option("--quick", is_flag=True, help="Short windows and 2 repeats: a smoke run, not figures to publish.")
 @click.option("--resume", is_flag=True, help="Continue the latest run of this scenario in --out, skipping points already measured.")
-def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bool) -> None:
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=None,
+              help="Run under torchrun with N processes on this node, one per GPU: FSDP2 training, tensor-parallel "
+                   "or replicated inference, energy summed over ranks (docs/distributed.md). The same as "
+                   "`torchrun --nproc-per-node N -m carbonbench run SOURCE ...`.")
+@click.option("--nnodes", default="1", show_default=True,
+              help="Nodes in the job (torchrun's --nnodes); start this same command on every node.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None,
+              help="This node's index, for a fixed node order (torchrun's static rendezvous: --rdzv-endpoint is then "
+                   "node 0's HOST:PORT). Leave out to let the nodes agree on ranks themselves.")
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
+              help="Where the nodes meet (torchrun's c10d rendezvous): an address of the first node and a free port. "
+                   "Needed with --nnodes above 1.")
+@click.option("--rdzv-id", default=None,
+              help="Job id shared by every node of one run (default: $SLURM_JOB_ID, else 'carbonbench').")
+def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bool, nproc_per_node: int | None,
+        nnodes: str, node_rank: int | None, rdzv_endpoint: str | None, rdzv_id: str | None) -> None:
     """Measure every point of a scenario (YAML), or re-run one recorded in a result file (JSON).
 
     Writes OUT/<run-id>.json after every point and OUT/<run-id>.timeline.csv at the end.
     Exit status: 0 when every point was measured, 1 when some point failed, 2 for bad
     input, 130/143 when interrupted by Ctrl-C/SIGTERM (finished points are kept).
+    With --nproc-per-node (or under torchrun), rank 0 writes the one run file, and a
+    rank that dies or hangs ends the run with status 1 and a message naming it.
     """
-    from carbonbench.runner import Hooks, Interrupted, Runner
+    from carbonbench.distributed import DistributedFailure, launched_by_torchrun
 
     scenario = _load_source(source)
+    _check_out_dir(out_dir)
+    if not launched_by_torchrun() and nproc_per_node is not None:
+        sys.exit(_launch(source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id))
+    if not launched_by_torchrun() and (nnodes != "1" or node_rank is not None or rdzv_endpoint or rdzv_id):
+        raise UserError("--nnodes, --node-rank, --rdzv-endpoint and --rdzv-id need --nproc-per-node")
+    from carbonbench.runner import Hooks, Interrupted, Runner
+    # Under torchrun: join the job. Rank 0 alone prints and writes; the others stay quiet.
+    dist = _join_job(scenario, device) if launched_by_torchrun() else None
+    writer = dist is None or dist.is_writer
     runner_holder = {}
 
     def log(msg: str) -> None:
-        click.echo(msg, err=True)
+        if writer:
+            click.echo(msg, err=True)
 
     hooks = Hooks(log=log)
-    runner = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks)
+    runner = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks,
+                    dist=dist)
     runner_holder["r"] = runner
-    click.echo(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')})", err=True)
-    with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr,
+    ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
+    log(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}")
+    with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr if writer else io.StringIO(),
                            item_show_func=lambda key: key or "") as bar:
         hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record['status']}]")
         try:
-            outcome = runner.run()
+            outcome = _recorded(runner.run)() if dist else runner.run()
         except Interrupted as exc:
-            click.echo(f"\ninterrupted ({exc}): finished points are saved in {out_dir}", err=True)
+            log(f"\ninterrupted ({exc}): finished points are saved in {out_dir}")
             sys.exit(exc.exit_code)
+        except DistributedFailure as exc:
+            click.echo(f"\n{exc}", err=True)
+            sys.exit(1)
         bar.update(outcome.skipped)
+    if dist is not None:
+        dist.close()
+    if not writer:
+        return
     _summary(outcome.run)
     click.echo(f"results: {outcome.path}")
     if outcome.failed:
         click.echo(f"{outcome.failed} point(s) failed; see the 'error' field of each point", err=True)
         sys.exit(1)
+
+
+def _launch(source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id) -> int:
+    """Start this same run under torchrun (in this process); the exit status."""
+    from carbonbench.distributed.launch import launch, torchrun_args, worker_args
+
+    torchrun = torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    return launch(torchrun, worker_args(source, out_dir, device, quick, resume), lambda msg: click.echo(msg, err=True))
+
+
+def _join_job(scenario, device: str | None):
+    """This worker's place in the torchrun job: process group, device, nodes (a collective)."""
+    from carbonbench import environment
+    from carbonbench.distributed import init_from_env
+
+    device_type = environment.resolve_device(device or scenario.device).type
+    return init_from_env(device_type, scenario.parallel.timeout_s)
+
+
+def _recorded(fn):
+    """torchrun's error-file recorder: the launcher can then say why this rank failed."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(fn)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """--out must be (or be creatable as) a writable directory; checked before anything is written."""
+    for p in (out_dir, *out_dir.absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UserError(f"--out {out_dir}: {p} is not a directory")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise UserError(f"--out {out_dir}: {p} is not writable")
+            return
 
 
 def _load_source(source: Path):

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import psutil
 
 from carbonbench.meters.base import ComponentEnergy, Meter
-from carbonbench.meters.sampler import Sampler
+from carbonbench.meters.sampler import SampledMeter
 
 # codecarbon's fallback for unknown CPUs, used here for the same reason: some number is
 # needed, and this one is at least a published convention that can be compared with.
@@ -142,7 +142,7 @@ def machine_tdp(topology: CpuTopology, override_w: Optional[float] = None) -> Cp
     return tdp
 
 
-class CpuEstimateMeter(Meter):
+class CpuEstimateMeter(SampledMeter):
     """CPU energy from utilisation and TDP. ``sample_interval_s`` turns on a timeline."""
 
     name = "cpu-estimate"
@@ -153,8 +153,7 @@ class CpuEstimateMeter(Meter):
         self.threads = self.topology.threads
         self.model = self.topology.model
         self.tdp = machine_tdp(self.topology, tdp_w)
-        self._sampling = sample_interval_s is not None
-        self.sampler = Sampler(self._sample, sample_interval_s or 1.0, "cpu-estimate")
+        self._init_sampler(self._sample, sample_interval_s)
         self._prev_times = None
         self._process = psutil.Process(os.getpid())
 
@@ -186,21 +185,6 @@ class CpuEstimateMeter(Meter):
             "rss_bytes": self._process.memory_info().rss,
         }]
 
-    def start(self) -> None:
-        if self._sampling:
-            self.sampler.start()
-
-    def close(self) -> None:
-        self.sampler.stop()
-
-    def flags(self) -> tuple[str, ...]:
-        if self._sampling and not self.sampler.running:
-            return ("sampler-stopped:cpu-estimate",)
-        return ()
-
-    def timeline(self) -> list[dict[str, Any]]:
-        return self.sampler.rows()
-
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -214,7 +198,7 @@ class CpuEstimateMeter(Meter):
             "tdp_source": self.tdp.source,
             "model": f"power = TDP x ({IDLE_FRACTION:g} + {1 - IDLE_FRACTION:g} x utilisation)",
             "utilisation": "machine-wide busy share of all logical CPUs (psutil.cpu_times)",
-            "sampler": {**self.sampler.stats(), "enabled": self._sampling},
+            "sampler": self.sampler_stats(),
         }
 
 

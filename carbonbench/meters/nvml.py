@@ -25,8 +25,8 @@ from typing import Any, Optional, Sequence
 import pynvml
 
 from carbonbench.errors import MeterError
-from carbonbench.meters.base import ComponentEnergy, Meter
-from carbonbench.meters.sampler import Sampler
+from carbonbench.meters.base import ComponentEnergy
+from carbonbench.meters.sampler import SampledMeter
 
 
 class NvmlError(MeterError):
@@ -211,7 +211,7 @@ _ARCH_NAMES = {
 }
 
 
-class NvmlMeter(Meter):
+class NvmlMeter(SampledMeter):
     """Energy of NVIDIA GPUs: counter deltas where available, else integrated power.
 
     ``indices`` are NVML indices and ``uuids`` GPU UUIDs (either with or without the
@@ -245,8 +245,7 @@ class NvmlMeter(Meter):
         self.driver_version = self._optional(lambda: _text(pynvml.nvmlSystemGetDriverVersion()))
         self.sample_interval_s = sample_interval_s
         # Edge samples and thread samples share one buffer; the thread only runs if asked.
-        self.sampler = Sampler(self._sample_all, sample_interval_s or 1.0, "nvml")
-        self._sampling = sample_interval_s is not None
+        self._init_sampler(self._sample_all, sample_interval_s)
 
     # -- setup -----------------------------------------------------------------------
     @staticmethod
@@ -356,13 +355,6 @@ class NvmlMeter(Meter):
         return row
 
     # -- Meter API -------------------------------------------------------------------
-    def start(self) -> None:
-        if self._sampling:
-            self.sampler.start()
-
-    def close(self) -> None:
-        self.sampler.stop()
-
     def begin(self) -> Any:
         energies = [self._energy_mj(g) for g in self.gpus]
         self.sampler.add(self._edge_rows())
@@ -381,14 +373,6 @@ class NvmlMeter(Meter):
                 out.append(ComponentEnergy(gpu.component, "gpu", integrated, "integrated", self.name, integrated))
         return out
 
-    def flags(self) -> tuple[str, ...]:
-        if self._sampling and not self.sampler.running:
-            return ("sampler-stopped:nvml",)
-        return ()
-
-    def timeline(self) -> list[dict[str, Any]]:
-        return self.sampler.rows()
-
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -399,7 +383,7 @@ class NvmlMeter(Meter):
             "nvml_version": self._optional(lambda: _text(pynvml.nvmlSystemGetNVMLVersion())),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "devices": [g.describe() for g in self.gpus],
-            "sampler": {**self.sampler.stats(), "enabled": self._sampling},
+            "sampler": self.sampler_stats(),
             "integration": "trapezoidal over samples clipped to the window, edges interpolated",
         }
 

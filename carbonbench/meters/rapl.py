@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from carbonbench.errors import MeterError
-from carbonbench.meters.base import ComponentEnergy, Kind, Meter
-from carbonbench.meters.sampler import Sampler
+from carbonbench.meters.base import ComponentEnergy, Kind
+from carbonbench.meters.sampler import SampledMeter
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
 _DOMAIN_DIR = re.compile(r"^(intel|amd)-rapl:(\d+)(?::(\d+))?$")
@@ -120,7 +120,7 @@ def wrapped_delta(start_uj: int, end_uj: int, max_energy_range_uj: int) -> int:
     return (end_uj - start_uj) % (max_energy_range_uj + 1)
 
 
-class RaplMeter(Meter):
+class RaplMeter(SampledMeter):
     """Counter energy for each CPU package and DRAM domain that RAPL exposes."""
 
     name = "rapl"
@@ -136,8 +136,7 @@ class RaplMeter(Meter):
         self._total_uj = [0] * len(self.domains)
         self._poll()
         self.sample_interval_s = sample_interval_s
-        self._sampling = sample_interval_s is not None
-        self.sampler = Sampler(self._sample, sample_interval_s or 1.0, "rapl")
+        self._init_sampler(self._sample, sample_interval_s)
         self._prev_sample: Optional[tuple[float, list[int]]] = None
 
     @classmethod
@@ -173,13 +172,6 @@ class RaplMeter(Meter):
             for d, t, p in zip(self.domains, totals, prev[1])
         ]
 
-    def start(self) -> None:
-        if self._sampling:
-            self.sampler.start()
-
-    def close(self) -> None:
-        self.sampler.stop()
-
     def begin(self) -> Any:
         return self._poll()[1]
 
@@ -189,14 +181,6 @@ class RaplMeter(Meter):
             ComponentEnergy(d.component, d.kind, (after - before) / 1e6, "counter", self.name)
             for d, before, after in zip(self.domains, snapshot, totals)
         ]
-
-    def flags(self) -> tuple[str, ...]:
-        if self._sampling and not self.sampler.running:
-            return ("sampler-stopped:rapl",)
-        return ()
-
-    def timeline(self) -> list[dict[str, Any]]:
-        return self.sampler.rows()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -210,5 +194,5 @@ class RaplMeter(Meter):
                 for d in self.domains
             ],
             "wrap_handling": "(end - start) mod (max_energy_range_uj + 1) between consecutive reads",
-            "sampler": {**self.sampler.stats(), "enabled": self._sampling},
+            "sampler": self.sampler_stats(),
         }

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from carbonbench.errors import MeterError
+from carbonbench.meters.base import Meter
 
 # Every column a timeline row may carry; rows leave out (or set None) what they lack.
 TIMELINE_COLUMNS = (
@@ -161,6 +162,33 @@ class Sampler:
             "errors": list(self.error_messages),
         }
 
+
+
+class SampledMeter(Meter):
+    """A meter that may keep a background timeline: the sampler's life follows the meter's."""
+
+    def _init_sampler(self, read: Callable[[], list[dict[str, Any]]], interval_s: Optional[float]) -> None:
+        # Without an interval the sampler never starts, but its buffer still takes edge rows.
+        self._sampling = interval_s is not None
+        self.sampler = Sampler(read, interval_s or 1.0, self.name)
+
+    def start(self) -> None:
+        if self._sampling:
+            self.sampler.start()
+
+    def close(self) -> None:
+        self.sampler.stop()
+
+    def flags(self) -> tuple[str, ...]:
+        if self._sampling and not self.sampler.running:
+            return (f"sampler-stopped:{self.name}",)
+        return ()
+
+    def timeline(self) -> list[dict[str, Any]]:
+        return self.sampler.rows()
+
+    def sampler_stats(self) -> dict[str, Any]:
+        return {**self.sampler.stats(), "enabled": self._sampling}
 
 def integrate(
     times: Sequence[float],

@@ -32,18 +32,61 @@ INIT_STD = 0.02
 class KVCache:
     """Preallocated keys and values for every layer, and which cached slots hold real tokens."""
 
-    def __init__(self, arch: Architecture, batch: int, max_len: int, device, dtype):
-        shape = (arch.n_layers, batch, arch.n_heads, max_len, arch.head_dim)
+    def __init__(self, arch: Architecture, batch: int, max_len: int, device, dtype, heads: int | None = None):
+        # heads: the heads this process holds (fewer than n_heads under tensor parallelism)
+        shape = (arch.n_layers, batch, heads or arch.n_heads, max_len, arch.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)  # [layers, B, H, max_len, hd]
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.mask = torch.ones(batch, max_len, device=device, dtype=torch.bool)  # False = pad
         # Set from whether a padding mask was ever given, never from its values: without
         # padding, decoding needs no attention mask at all.
         self.padded = False
+        self.key_pos = torch.arange(max_len, device=device)  # slot indices, for OPT.step's mask
 
     @property
     def max_len(self) -> int:
         return self.k.shape[3]
+
+    def layer(self, i: int):
+        """Layer i's keys and values, [B, H, max_len, hd] each, written in place."""
+        return self.k[i], self.v[i]
+
+
+class GrowingKVCache(KVCache):
+    """Keys and values grown by concatenation at every step, as Hugging Face's DynamicCache
+    does: each step copies the whole cache. Kept to measure what the static cache saves
+    (engine option ``static_cache: false``); the padding mask stays preallocated.
+    """
+
+    def __init__(self, arch: Architecture, batch: int, max_len: int, device, dtype, heads: int | None = None):
+        self._max_len = max_len
+        self.layers = [_GrowingLayer() for _ in range(arch.n_layers)]
+        self.mask = torch.ones(batch, max_len, device=device, dtype=torch.bool)
+        self.padded = False
+        self.key_pos = torch.arange(max_len, device=device)
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    def layer(self, i: int):
+        return self.layers[i]
+
+
+class _GrowingLayer:
+    __slots__ = ("k", "v")
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def update(self, k: Tensor, v: Tensor, start_pos: int) -> tuple[Tensor, Tensor]:
+        if start_pos == 0:  # a new prompt replaces whatever was cached
+            self.k, self.v = k, v
+        else:
+            if self.k is None or self.k.shape[2] != start_pos:
+                raise ValueError(f"growing cache holds {0 if self.k is None else self.k.shape[2]} positions, not {start_pos}")
+            self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        return self.k, self.v
 
 
 class Attention(nn.Module):
@@ -58,21 +101,38 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None, cache_kv, start_pos: int) -> Tensor:
         B, T, D = x.shape
-        # [B, T, D] -> [B, H, T, hd]
+        # [B, T, D] -> [B, H, T, hd]. H is read from the projection's width: all heads,
+        # or under tensor parallelism only this rank's n_heads / tp (q, k, v column-sharded).
         q, k, v = (
-            proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+            proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
             for proj in (self.q_proj, self.k_proj, self.v_proj)
         )
         if cache_kv is not None:
-            k_cache, v_cache = cache_kv  # [B, H, max_len, hd]
-            end = start_pos + T
-            k_cache[:, :, start_pos:end] = k
-            v_cache[:, :, start_pos:end] = v
-            k, v = k_cache[:, :, :end], v_cache[:, :, :end]  # [B, H, L, hd]
+            k, v = _update_cache(cache_kv, k, v, start_pos)  # [B, H, L, hd]
         # The causal fast path is only right when queries and keys start at the same position.
         is_causal = mask is None and start_pos == 0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))  # out_proj sums the rank shards
+
+
+def _update_cache(cache_kv, k: Tensor, v: Tensor, start_pos) -> tuple[Tensor, Tensor]:
+    """Store this call's keys and values [B, H, T, hd]; return the keys and values to attend.
+
+    start_pos is an int (attend to the slots [0, start_pos + T)) or, in OPT.step, a
+    one-element tensor: then every shape is fixed and all max_len slots are returned, the
+    caller's mask hiding the slots not yet written.
+    """
+    if not isinstance(cache_kv, tuple):
+        return cache_kv.update(k, v, start_pos)  # a GrowingKVCache layer
+    k_cache, v_cache = cache_kv  # [B, H, max_len, hd]
+    if isinstance(start_pos, Tensor):
+        k_cache.index_copy_(2, start_pos, k)
+        v_cache.index_copy_(2, start_pos, v)
+        return k_cache, v_cache
+    end = start_pos + k.shape[2]
+    k_cache[:, :, start_pos:end] = k
+    v_cache[:, :, start_pos:end] = v
+    return k_cache[:, :, :end], v_cache[:, :, :end]
 
 
 class DecoderLayer(nn.Module):
@@ -109,6 +169,9 @@ class OPT(nn.Module):
             self.final_layer_norm = nn.LayerNorm(d)
         # Recompute each layer's activations in backward instead of storing them.
         self.gradient_checkpointing = False
+        # Attention heads held by this process: n_heads / tp under tensor parallelism
+        # (set by carbonbench.distributed.parallel); sizes the KV cache.
+        self.local_heads = arch.n_heads
 
     @property
     def device(self) -> torch.device:
@@ -118,13 +181,16 @@ class OPT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, growing: bool = False) -> KVCache:
+        """A KV cache for batch rows of up to max_len positions: preallocated, or grown
+        by concatenation at each step when growing (to measure what preallocation saves)."""
         if max_len > self.arch.max_positions:
             raise UserError(
                 f"{max_len} positions (prompt + new tokens) exceed the model's "
                 f"max_positions of {self.arch.max_positions}"
             )
-        return KVCache(self.arch, batch, max_len, self.device, self.dtype)
+        kind = GrowingKVCache if growing else KVCache
+        return kind(self.arch, batch, max_len, self.device, self.dtype, heads=self.local_heads)
 
     def forward(
         self,
@@ -159,7 +225,7 @@ class OPT(nn.Module):
         mask = _attention_mask(key_mask, start_pos, T, x.device)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            cache_kv = (cache.k[i], cache.v[i]) if cache is not None else None
+            cache_kv = cache.layer(i) if cache is not None else None
             if checkpointing:
                 x = checkpoint(layer, x, mask, cache_kv, start_pos, use_reentrant=False)
             else:
@@ -167,6 +233,31 @@ class OPT(nn.Module):
 
         if last_only:
             x = x[:, -1:]
+        return self._head(x)
+
+    def step(self, token_ids: Tensor, cache: KVCache, pos: Tensor) -> Tensor:
+        """Logits [B, V] for one token per row [B, 1] at position pos, a one-element long
+        tensor on the model's device; the same numbers as ``decode_step``.
+
+        Every shape here is fixed by the cache and pos is data, not a Python int, so one
+        compiled graph, or one captured CUDA graph, serves every decode step. The price:
+        attention reads all max_len cached slots, masked, instead of the filled ones.
+        """
+        pos = pos.reshape(1)
+        cache.mask.index_fill_(1, pos, True)  # the new token is real
+        seen = cache.mask & (cache.key_pos <= pos)  # [B, max_len]: real tokens up to pos
+        # A token's position counts the real tokens up to it (left padding starts at 0).
+        positions = seen.sum(1, keepdim=True) - 1 + POSITION_OFFSET  # [B, 1]
+        x = self.embed_tokens(token_ids)  # [B, 1, E]
+        if self.arch.projects_embeddings:
+            x = self.project_in(x)
+        x = x + self.embed_positions(positions)
+        mask = seen[:, None, None, :]  # [B, 1, 1, max_len]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, cache.layer(i), pos)
+        return self._head(x)[:, -1]
+
+    def _head(self, x: Tensor) -> Tensor:
         if self.arch.pre_ln:
             x = self.final_layer_norm(x)
         if self.arch.projects_embeddings:

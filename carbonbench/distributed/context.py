@@ -1,0 +1,333 @@
+"""Who this process is in a torchrun job, and the few collectives the runner needs.
+
+torchrun (``torch.distributed.run``) starts one process per device and tells each who
+it is in environment variables: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``LOCAL_WORLD_SIZE`` and ``GROUP_RANK`` (the node's index). ``init_from_env`` turns them
+into a ``DistContext``: the process group (NCCL on CUDA, gloo on the CPU) with a bounded
+timeout, this rank's device, and the job's topology.
+
+A run on one process gets ``SINGLE`` instead, a null object whose collectives do
+nothing, so the runner has no ``if distributed:`` branches.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any, Optional, Sequence
+
+import torch
+
+from carbonbench.errors import UserError
+from carbonbench.meters.base import Measurement, MeterSet
+
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+DEFAULT_TIMEOUT_S = 300.0
+# Kinds of meter that read the whole node (package counters, machine-wide utilisation,
+# installed memory): only one rank per node may keep them.
+NODE_KINDS = ("cpu", "dram", "cpu+dram")
+
+
+class DistributedFailure(RuntimeError):
+    """A collective failed or timed out: the process group is gone, so the run ends."""
+
+
+def launched_by_torchrun(environ=os.environ) -> bool:
+    """True inside a process that torchrun (or Slurm + torchrun) started."""
+    return all(k in environ for k in ENV_VARS)
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """One process of the job, as every rank sees it after the topology exchange."""
+
+    rank: int
+    local_rank: int
+    node: int  # index of the host in the job, 0..nnodes-1 (by first rank on it)
+    hostname: str
+    device: str  # e.g. "cuda:3" or "cpu"
+    node_leader: bool  # the lowest rank on its host: it alone meters CPU and DRAM
+
+
+class Single:
+    """The null context: one process, no collectives, nothing renamed."""
+
+    distributed = False
+    rank = 0
+    world_size = 1
+    local_rank = 0
+    is_writer = True
+    node_leader = True
+    ranks: tuple[RankInfo, ...] = ()
+    timeout_s = DEFAULT_TIMEOUT_S
+
+    def filter_meters(self, meters: MeterSet) -> MeterSet:
+        return meters
+
+    def barrier(self) -> None:
+        pass
+
+    def all_done(self, done: bool) -> bool:
+        return done
+
+    def broadcast(self, obj: Any) -> Any:
+        return obj
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def timeline(self, meters: MeterSet) -> list[dict]:
+        return meters.timeline()
+
+    def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]:
+        return meas, None
+
+    def agree(self, record: dict) -> dict:
+        return record
+
+    def mark(self, label: str) -> None:
+        pass
+
+    def describe(self) -> Optional[dict]:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+SINGLE = Single()
+
+
+class DistContext:
+    """This rank's view of a torch.distributed job started by torchrun."""
+
+    distributed = True
+
+    def __init__(self, rank: int, world_size: int, local_rank: int, local_world_size: int,
+                 device: torch.device, backend: str, timeout_s: float, ranks: Sequence[RankInfo]):
+        self.rank, self.world_size = rank, world_size
+        self.local_rank, self.local_world_size = local_rank, local_world_size
+        self.device, self.backend, self.timeout_s = device, backend, timeout_s
+        self.ranks = tuple(ranks)
+        self.me = self.ranks[rank]
+        self._meshes: dict[tuple, Any] = {}
+        self._store = None
+
+    # -- who is who ---------------------------------------------------------------------
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 alone writes the run file."""
+        return self.rank == 0
+
+    @property
+    def node_leader(self) -> bool:
+        return self.me.node_leader
+
+    @property
+    def nnodes(self) -> int:
+        return len({r.node for r in self.ranks})
+
+    def nodes(self) -> list[dict]:
+        out: dict[int, dict] = {}
+        for r in self.ranks:
+            node = out.setdefault(r.node, {"node": r.node, "hostname": r.hostname, "ranks": [], "devices": []})
+            node["ranks"].append(r.rank)
+            node["devices"].append(r.device)
+        return [out[k] for k in sorted(out)]
+
+    def describe(self) -> dict:
+        return {
+            "world_size": self.world_size,
+            "nnodes": self.nnodes,
+            "backend": self.backend,
+            "timeout_s": self.timeout_s,
+            "launcher": "torchrun",
+            "rdzv_run_id": os.environ.get("TORCHELASTIC_RUN_ID"),
+            "ranks": [asdict(r) for r in self.ranks],
+        }
+
+    def mesh(self, shape: tuple[int, ...], names: tuple[str, ...]):
+        """A DeviceMesh over every rank (created once per shape: it is a collective)."""
+        from torch.distributed.device_mesh import init_device_mesh
+
+        key = (shape, names)
+        if key not in self._meshes:
+            self._meshes[key] = init_device_mesh(self.device.type, shape, mesh_dim_names=names)
+        return self._meshes[key]
+
+    # -- metering -----------------------------------------------------------------------
+    def filter_meters(self, meters: MeterSet) -> MeterSet:
+        """Keep node-wide meters (CPU, DRAM) on the node leader only, so each is counted once."""
+        if self.node_leader:
+            return meters
+        kept = [m for m in meters.meters if _meter_kind(m) not in NODE_KINDS]
+        for m in meters.meters:
+            if m not in kept:
+                m.close()
+        return MeterSet(kept, sync=meters.sync)
+
+    def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]:
+        """Every rank's window, summed into one on rank 0 (other ranks get theirs back)."""
+        from carbonbench.distributed.aggregate import combine
+
+        gathered = self._all_gather((meas, extra or {}))
+        return combine([g[0] for g in gathered], self.ranks, [g[1] for g in gathered])
+
+    def agree(self, record: dict) -> dict:
+        """A point failed if it failed on any rank; the first failing rank's error is kept."""
+        from carbonbench.distributed.aggregate import agree
+
+        mine = {k: record.get(k) for k in ("status", "error", "peak_memory_bytes")}
+        return agree(record, self._all_gather(mine))
+
+    # -- collectives --------------------------------------------------------------------
+    def barrier(self) -> None:
+        self._collective(torch.distributed.barrier)
+
+    def all_done(self, done: bool) -> bool:
+        """True once every rank is done: ranks stop a time-bounded loop at the same step."""
+        flag = torch.tensor([1 if done else 0], dtype=torch.int32, device=self.device)
+        self._collective(torch.distributed.all_reduce, flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+        return self._all_gather(obj)
+
+    def timeline(self, meters: MeterSet) -> list[dict]:
+        """Every rank's power samples, components renamed as in ``combine``, time-ordered."""
+        from carbonbench.distributed.aggregate import rename_timeline
+
+        gathered = self._all_gather(meters.timeline())
+        rows = [row for info, mine in zip(self.ranks, gathered) for row in rename_timeline(mine, info)]
+        return sorted(rows, key=lambda r: r["unix_s"])
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        self._collective(torch.distributed.broadcast_object_list, box, src=0)
+        return box[0]
+
+    def _all_gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        self._collective(torch.distributed.all_gather_object, out, obj)
+        return out
+
+    def _collective(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (RuntimeError, pickle.UnpicklingError) as exc:  # DistError is a RuntimeError
+            raise DistributedFailure(self._failure_message(exc)) from exc
+
+    # -- naming the rank that hangs -----------------------------------------------------
+    def mark(self, label: str) -> None:
+        """Note where this rank is (a window's label), for the message if a peer hangs."""
+        from carbonbench.distributed.launch import maybe_inject_fault
+
+        store = self._get_store()
+        if store is not None:
+            try:
+                store.set(f"carbonbench/at/{self.rank}", f"{time.time():.3f} {label}")
+            except RuntimeError:  # a message aid only: never fail the run over it
+                pass
+        maybe_inject_fault(self.rank, label)
+
+    def _failure_message(self, exc: BaseException) -> str:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"rank {self.rank}: a collective failed ({type(exc).__name__}: {first}){self._silent_ranks()}"
+
+    def _silent_ranks(self) -> str:
+        """Ranks that did not also report a failure: a hung rank is silent, a waiting one times out too."""
+        store = self._get_store()
+        if store is None:
+            return ""
+        try:
+            store.set(f"carbonbench/failed/{self.rank}", "1")
+            deadline = time.monotonic() + min(5.0, max(self.timeout_s / 4, 1.0))
+            silent = list(range(self.world_size))
+            while silent and time.monotonic() < deadline:
+                silent = [r for r in silent if not store.check([f"carbonbench/failed/{r}"])]
+                time.sleep(0.2)
+            if not silent:
+                return ""
+            where = []
+            for r in silent:
+                key = f"carbonbench/at/{r}"
+                if store.check([key]):
+                    t, _, label = store.get(key).decode().partition(" ")
+                    where.append(f"rank {r} (last at {label}, {time.time() - float(t):.0f} s ago)")
+                else:
+                    where.append(f"rank {r}")
+            return "; not responding: " + ", ".join(where)
+        except (RuntimeError, ValueError):  # the store went with the job: no names, same failure
+            return ""
+
+    def _get_store(self):
+        if self._store is None:
+            try:  # the rendezvous store torchrun set up (a private accessor, hence the guard)
+                self._store = torch.distributed.distributed_c10d._get_default_store()
+            except (AttributeError, RuntimeError, ValueError):
+                self._store = False
+        return self._store or None
+
+    def close(self) -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _meter_kind(meter) -> Optional[str]:
+    try:
+        return meter.describe().get("kind")
+    except Exception:
+        return getattr(meter, "kind", None)
+
+
+def init_from_env(device_type: str, timeout_s: float = DEFAULT_TIMEOUT_S, environ=os.environ) -> DistContext:
+    """Join the job torchrun started: process group, device, topology. A collective."""
+    import torch.distributed as dist
+
+    rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+    local_rank = int(environ["LOCAL_RANK"])
+    local_world = int(environ.get("LOCAL_WORLD_SIZE", world))
+    if device_type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"rank {rank}: local rank {local_rank} has no GPU (this node has "
+                f"{torch.cuda.device_count()}); use --nproc-per-node <= the GPUs per node"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+        # Ranks on one host share its cores: split them instead of each taking all.
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // max(local_world, 1)))
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    mine = (rank, local_rank, int(environ.get("GROUP_RANK", 0)), socket.gethostname(), str(device))
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return DistContext(rank, world, local_rank, local_world, device, backend, timeout_s, topology(gathered))
+
+
+def topology(gathered: Sequence[tuple]) -> list[RankInfo]:
+    """RankInfo for (rank, local_rank, group_rank, hostname, device) tuples, in rank order.
+
+    A node is a host: the lowest rank on each hostname leads it (meters CPU and DRAM),
+    even when two torchrun agents share one host.
+    """
+    rows = sorted(gathered, key=lambda g: g[0])
+    node_of: dict[str, int] = {}
+    out = []
+    for rank, local_rank, _group, host, device in rows:
+        leader = host not in node_of
+        if leader:
+            node_of[host] = len(node_of)
+        out.append(RankInfo(rank, local_rank, node_of[host], host, device, leader))
+    return out
