@@ -1,6 +1,6 @@
 """Native engine against transformers, point by point in one run, both against the roofline.
 
-    python benchmarks/engines.py --cpu                      # CPU: the default scenario's points
+    python benchmarks/engines.py --cpu --threads 1          # CPU: the default scenario's points
     python benchmarks/engines.py                            # GPU if there is one: scenarios/bench-engines.yaml
     python benchmarks/engines.py --models opt-1.3b          # one model (each GPU model fits a 10-minute slot)
     python benchmarks/engines.py --summarise-only --out DIR # tables again from the result files
@@ -24,7 +24,10 @@ What it does, in one process:
 Each (engine, point) is a one-point run resumed into its engine's run file, so the model
 is loaded again for every point: loading is never measured, and compiled graphs are
 reused across loads of the same architecture (torch.compile keys them by code, not by
-model object). Training points run only for the models in ``--train-models``.
+model object). Training points run only for the models in ``--train-models``. Running
+the same command again skips the points already measured (a call cut short by a time
+limit loses only the point in progress); ``--workloads`` splits a model's points over
+several calls.
 """
 
 from __future__ import annotations
@@ -75,8 +78,14 @@ def engine_scenarios(base: sc.Scenario, baseline: dict[str, Any], rounds: int) -
     return out
 
 
-def selected_points(scenario: sc.Scenario, train_models: Optional[list[str]]) -> list[sc.Point]:
+def selected_points(scenario: sc.Scenario, train_models: Optional[list[str]],
+                    workloads: Optional[list[str]] = None) -> list[sc.Point]:
+    """The scenario's points, less training for models not in train_models and, when
+    given, workloads not listed. Filtering points (not the scenario) keeps each engine's
+    run file the same, so a later call with other filters resumes into it."""
     points = sc.expand(scenario)
+    if workloads is not None:
+        points = [p for p in points if p.workload in workloads]
     if train_models is None:
         return points
     return [p for p in points if p.workload != "train" or p.model in train_models]
@@ -359,6 +368,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--models", help="comma-separated subset of the scenario's models")
     parser.add_argument("--train-models", default=",".join(TRAIN_MODELS),
                         help="models whose training points run (default %(default)s; 'all' for every model)")
+    parser.add_argument("--workloads", help="comma-separated subset of prefill, decode, train (default: all)")
     parser.add_argument("--baseline", default="", help="options of the transformers baseline, e.g. 'static_cache=true,compile=true'")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the points (ABBA order flips each round)")
     parser.add_argument("--out", type=Path, help="default: results/bench-engines/<cpu|cuda>")
@@ -392,7 +402,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         # Probed before and after the runs, keeping the better of each: a ceiling is the
         # best the device did, and a busy moment at the start should not lower it.
         before = _probe(device, probe_dtype, args.ceiling_seconds, "before")
-        points = selected_points(scenario, train_models)
+        workloads = [w.strip() for w in args.workloads.split(",")] if args.workloads else None
+        points = selected_points(scenario, train_models, workloads)
         run_interleaved(scenarios, points, runs_dir, device.type, args.quick)
         ceilings = _best_ceilings(before, _probe(device, probe_dtype, args.ceiling_seconds, "after"))
         ceilings_file.write_text(json.dumps(ceilings, indent=1) + "\n")

@@ -118,7 +118,8 @@ def study(variant: str, options: dict, args, device: torch.device, meters) -> di
 def markdown(rows: list[dict], args, device: torch.device) -> str:
     what = f"{args.model} {args.workload} b{args.batch} p{args.prompt}" + (f" n{args.new}" if args.workload == "decode" else "")
     lines = [
-        f"## Warm-up and compile: {what} on {device.type}, {args.steps} cold steps then {args.steps} warm",
+        f"## Warm-up and compile: {what} on {device.type} ({torch.get_num_threads()} thread(s)),"
+        f" {args.steps} cold steps then {args.steps} warm",
         "",
         "| variant | 1st step s | 2nd step s | steady step s | steps to steady | cold tok/s | warm tok/s | cold tok/s error | cold J/tok | warm J/tok | cold J/tok error |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -148,7 +149,10 @@ def main() -> None:
     parser.add_argument("--variants", help="comma-separated subset of " + ", ".join(GPU_VARIANTS))
     parser.add_argument("--warm-cache", action="store_true", help="keep the inductor cache of earlier runs")
     parser.add_argument("--out", type=Path, help="default: results/warmup-effect/<device>")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.prompt = args.prompt or (64 if args.workload == "decode" else 128)
     device = torch.device(args.device)
     variants = GPU_VARIANTS if device.type == "cuda" else CPU_VARIANTS

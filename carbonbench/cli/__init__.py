@@ -24,12 +24,30 @@ class UserFacingError(click.ClickException):
         super().__init__(" ".join(message.split()))
 
 
+# Bare `carbonbench` shows the help through this UsageError; keep click's behaviour for it.
+_SHOWS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
+    """Turns user errors and bad flags, in the group or any command, into one Error line."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _SHOWS_HELP:
+            raise
+        except click.UsageError as exc:
+            raise UserFacingError(exc.format_message()) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as exc:
             raise UserFacingError(str(exc)) from None
+        except _SHOWS_HELP:
+            raise
+        except click.UsageError as exc:
+            raise UserFacingError(exc.format_message()) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 
 from carbonbench.cli.table import print_table
-from carbonbench.cli.run import OneLineCommand
 
 
-@click.command(cls=OneLineCommand)
+@click.command()
 def models() -> None:
     """List the model cards (model/*.yaml) with parameter counts computed from the architecture."""
     from carbonbench.opt.card import card_dirs, known_cards, read_card

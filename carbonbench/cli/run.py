@@ -13,19 +13,7 @@ from carbonbench.cli.table import print_table
 from carbonbench.errors import UserError
 
 
-class OneLineCommand(click.Command):
-    """A bad flag or argument is one 'Error:' line with exit status 2, like any bad input."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            from carbonbench.cli import UserFacingError
-
-            raise UserFacingError(exc.format_message()) from None
-
-
-@click.command(cls=OneLineCommand)
+@click.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Directory for the run file (JSON) and its power timeline (CSV).")

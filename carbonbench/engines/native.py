@@ -133,6 +133,7 @@ class _Stepper:
                 self.fn(model, self.token, cache, self.pos)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the meters' sampler thread may touch the driver during capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self.fn(model, self.token, cache, self.pos)
         self.graph, self.out = graph, out
