@@ -16,7 +16,7 @@ import json
 import signal
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -30,10 +30,10 @@ from carbonbench.meters.base import Measurement, MeterSet
 from carbonbench.meters.idle import IdleBaseline
 from carbonbench.results import read_run, safe_name, write_run, write_timeline
 from carbonbench.scenario import MeasurementConfig, Point, Scenario, expand, model_card, model_label
+from carbonbench.forecast import sweep_forecast
 from carbonbench.workloads import WORKLOADS, Inputs, NonFiniteLoss, Workload
 
 QUICK = dict(warmup_steps=1, warmup_s=0.0, min_seconds=0.3, repeats=2, idle_baseline_s=0.5, cooldown_s=0.0)
-LONG_SWEEP_S = 3600.0
 
 
 class Interrupted(Exception):
@@ -54,13 +54,6 @@ class RunOutcome:
 
 
 @dataclass
-class PlannedPoint:
-    point: Point
-    step_s: float  # estimated seconds per step
-    total_s: float  # estimated seconds for warm-up plus all repeats
-
-
-@dataclass
 class Hooks:
     """How the runner talks to its caller (the CLI prints; tests collect)."""
 
@@ -76,42 +69,6 @@ def quick(scenario: Scenario) -> Scenario:
 def fingerprint(scenario: Scenario, device: str, quick_run: bool) -> str:
     text = json.dumps({"scenario": scenario.to_dict(), "device": device, "quick": quick_run}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def probe_flops(device: torch.device, dtype: torch.dtype, seconds: float = 0.2) -> float:
-    """A short matmul loop: the device's dense rate, used only to predict durations."""
-    n = 1024 if device.type == "cuda" else 256
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    _sync(device)
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        steps += 1
-        if device.type == "cuda" and steps % 16 == 0:
-            torch.cuda.synchronize(device)
-    _sync(device)
-    return 2 * n**3 * steps / (time.perf_counter() - t0)
-
-
-def plan(scenario: Scenario, points: list[Point], flops_per_s: float) -> list[PlannedPoint]:
-    from carbonbench.workloads import decode_flops, prefill_flops, train_flops
-
-    m = scenario.measurement
-    cards = {model_label(entry): model_card(entry) for entry in scenario.models}
-    recompute = bool(scenario.workloads.train and scenario.workloads.train.activation_checkpointing)
-    planned = []
-    for p in points:
-        arch = cards[p.model].architecture
-        flops = {
-            "prefill": lambda: prefill_flops(arch, p.batch_size, p.prompt_tokens),
-            "decode": lambda: decode_flops(arch, p.batch_size, p.prompt_tokens, p.new_tokens),
-            "train": lambda: train_flops(arch, p.batch_size, p.seq_len, recompute),
-        }[p.workload]()
-        step_s = flops / flops_per_s
-        warmup = max(m.warmup_steps * step_s, m.warmup_s)
-        planned.append(PlannedPoint(p, step_s, warmup + m.repeats * max(m.min_seconds, step_s) + m.cooldown_s))
-    return planned
 
 
 class Runner:
@@ -281,18 +238,8 @@ class Runner:
     def _warn_if_long(self, points: list[Point]) -> None:
         if not points:
             return
-        rate = probe_flops(self.device, self.dtype)
-        planned = plan(self.scenario, points, rate)
-        total = sum(p.total_s for p in planned)
-        slowest = max(planned, key=lambda p: p.step_s)
-        msg = (
-            f"{len(points)} points, estimated {_human(total)} from FLOPs at a probed "
-            f"{rate / 1e9:.1f} GFLOP/s (slowest step: {slowest.point.key}, ~{_human(slowest.step_s)})"
-        )
-        if total > LONG_SWEEP_S:
-            self.hooks.log("WARNING: this sweep would take hours: " + msg)
-        else:
-            self.hooks.log(msg)
+        forecast = sweep_forecast(self.scenario, points, self.device, self.dtype)
+        self.hooks.log(("WARNING: this sweep would take hours: " if forecast.long else "") + forecast.summary)
 
     # -- one model ------------------------------------------------------------------
     def _run_model(self, entry: str, points: list[Point], run: dict, path: Path, meters: MeterSet, sidecar) -> None:
@@ -568,10 +515,6 @@ def _sync_fn(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def _sync(device: torch.device) -> None:
-    _sync_fn(device)()
-
-
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -656,14 +599,6 @@ def _safe_call(fn, warnings: list) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _human(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.1f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _now() -> str:
