@@ -31,6 +31,7 @@ from carbonbench.meters.idle import IdleBaseline
 from carbonbench.results import read_run, safe_name, write_run, write_timeline
 from carbonbench.scenario import MeasurementConfig, Point, Scenario, expand, model_card, model_label
 from carbonbench.forecast import sweep_forecast
+from carbonbench.stats import ci95
 from carbonbench.workloads import WORKLOADS, Inputs, NonFiniteLoss, Workload
 
 QUICK = dict(warmup_steps=1, warmup_s=0.0, min_seconds=0.3, repeats=2, idle_baseline_s=0.5, cooldown_s=0.0)
@@ -341,6 +342,7 @@ class Runner:
                 workload.close()
             record["peak_memory_bytes"] = _peak_memory(self.device)
             record["finished_unix_s"] = time.time()
+            record["summary"] = _summary(record["repeats"])
             if record["status"] == "oom":
                 workload = None
                 _free(self.device)
@@ -594,6 +596,18 @@ def _safe_call(fn, warnings: list) -> Any:
     except Exception as exc:  # codecarbon must never cost us the measurements
         warnings.append(f"codecarbon: {exc}")
         return None
+
+
+def _summary(repeats: list[dict]) -> dict:
+    """Mean, standard deviation and 95% CI half-width over the repeats, per figure."""
+    out = {}
+    for name, value in (
+        ("joules_per_token", lambda r: r["energy_j"] / r["tokens"] if r.get("energy_j") is not None and r["tokens"] else None),
+        ("tokens_per_s", lambda r: r["tokens"] / r["duration_s"] if r["duration_s"] else None),
+    ):
+        mean, std, half = ci95(value(r) for r in repeats if r.get("status", "ok") == "ok")
+        out[name] = {"mean": mean, "std": std, "ci95": half, "n": len(repeats)}
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,6 +28,10 @@ def test_every_point_has_tokens_duration_and_energy(tiny_scenario, tmp_path):
             assert rep["energy_j"] > 0
             assert rep["components"]["cpu"]["method"] == "estimated"
             assert rep["latency_s"]["p50"] > 0
+        summary = point["summary"]["joules_per_token"]
+        values = [rep["energy_j"] / rep["tokens"] for rep in point["repeats"]]
+        assert summary["mean"] == pytest.approx(sum(values) / 2)
+        assert summary["ci95"] > 0 and summary["n"] == 2
     decode = data["points"][1]["repeats"][0]
     assert 0 < decode["ttft_s"] and 0 < decode["tpot_s"]
     assert (outcome.path.parent / data["timeline_file"]).exists()
