@@ -12,8 +12,9 @@ and the Python thread count. At the end it writes a JSON summary:
 - whether every sampler thread seen at the start of the measured windows stayed alive
   until the last one ended;
 - windows measured, points and repeats not "ok", run warnings and sampler errors;
-- how many power-timeline rows were kept in memory (the timeline is held for the run
-  file, so it grows with run length by design: the summary says by how much).
+- how many power-timeline rows went to the timeline file, and how many the meters still
+  held at the end (the runner moves them to disk after every window, so this stays small
+  however long the run).
 
     python benchmarks/soak.py                       # one hour (default)
     python benchmarks/soak.py --seconds 300 --out /tmp/soak
@@ -132,7 +133,7 @@ def main() -> int:
     logs: list[str] = []
     runner = Runner(scenario, args.out, device=args.device, hooks=Hooks(log=lambda m: (logs.append(m), print(m, flush=True))))
     meters = build_meter_set(runner.device, scenario.measurement)
-    runner._meters = meters  # keep a handle: the timeline held in memory is counted at the end
+    runner._meters = meters  # keep a handle: the samples still held in memory are counted at the end
 
     monitor = Monitor(args.every)
     monitor.start()
@@ -162,10 +163,8 @@ def main() -> int:
     rss = [s["rss_mb"] for s in samples]
     points = run["points"] if run else []
     repeats_done = [r for p in points for r in p.get("repeats", [])]
-    timeline = meters.timeline()
-    timeline_rows = len(timeline)
-    row_bytes = _deep_size(timeline[-200:]) / max(1, len(timeline[-200:])) if timeline else 0.0
-    timeline_mb_per_hour = timeline_rows / elapsed * 3600 * row_bytes / MB if elapsed else None
+    in_memory = meters.timeline()
+    on_disk = _count_rows(args.out / run["timeline_file"]) if run else None
     settled = slope_mb_per_hour(samples, settle)
     summary = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -192,10 +191,6 @@ def main() -> int:
             "settled_slope_mb_per_hour": _round(settled),
             "settled_start": _round(next((s["rss_mb"] for s in samples if s["t_s"] >= settle), None)),
             "after_run": round(final["rss_mb"], 1),
-            # The power timeline is kept in memory for the run file: growth by design.
-            "timeline_mb_per_hour_estimate": _round(timeline_mb_per_hour),
-            "settled_slope_beyond_timeline_mb_per_hour": _round(
-                settled - timeline_mb_per_hour if settled is not None and timeline_mb_per_hour is not None else None),
         },
         "samplers": {
             "names": sorted(expected),
@@ -205,9 +200,10 @@ def main() -> int:
             "alive_after_run": final["samplers"],  # should be [] (stopped by meters.close)
         },
         "threads": {"max": max(s["threads"] for s in samples), "end": final["threads"]},
-        "timeline_rows_in_memory": timeline_rows,
-        "timeline_rows_per_hour": round(timeline_rows / elapsed * 3600) if elapsed else None,
-        "timeline_bytes_per_row_estimate": round(row_bytes),
+        "timeline_rows_on_disk": on_disk,
+        "timeline_rows_per_hour": round(on_disk / elapsed * 3600) if on_disk and elapsed else None,
+        "timeline_rows_in_memory_at_end": len(in_memory),
+        "timeline_bytes_in_memory_at_end": _deep_size(in_memory),
         "errors": {
             "run": error,
             "status": run["status"] if run else None,
@@ -240,6 +236,11 @@ def _deep_size(obj, seen=None) -> int:
     elif isinstance(obj, (list, tuple, set)):
         size += sum(_deep_size(v, seen) for v in obj)
     return size
+
+
+def _count_rows(path: Path) -> int:
+    with path.open("rb") as f:
+        return max(0, sum(1 for _ in f) - 1)  # less the header
 
 
 def _round(value, digits=2):

@@ -8,7 +8,6 @@ crash or Ctrl-C loses at most the point in progress.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import gc
 import hashlib
@@ -25,10 +24,11 @@ import torch
 
 from carbonbench import __version__, environment
 from carbonbench.distributed.context import SINGLE, DistributedFailure
-from carbonbench.errors import MeterError, ModelTooLargeError, ResultsError, UserError
+from carbonbench.errors import MeterError, ModelTooLargeError, UserError
 from carbonbench.meters.base import Measurement, MeterSet
 from carbonbench.meters.idle import IdleBaseline
-from carbonbench.results import read_run, safe_name, write_run, write_timeline
+from carbonbench.results import read_run, safe_name, write_run
+from carbonbench.timeline import TimelineFile, label as label_timeline
 from carbonbench.scenario import MeasurementConfig, Point, Scenario, expand, model_card, model_label
 from carbonbench.forecast import sweep_forecast
 from carbonbench.stats import ci95
@@ -98,6 +98,8 @@ class Runner:
         self.source = source
         self.hooks = hooks or Hooks()
         self._meters = meters
+        self._live_meters: Optional[MeterSet] = None  # while run() runs
+        self._timeline: Optional[TimelineFile] = None
         self.points = expand(self.scenario)
         self.entries = {model_label(e): e for e in self.scenario.models}
         self._check_inputs()
@@ -126,7 +128,7 @@ class Runner:
         env = environment.collect(self.device)
         world = f" x{self.dist.world_size}" if self.dist.distributed else ""
         fp = fingerprint(self.scenario, f"{self.device.type}:{env['device_name']}{world}", self.quick_run)
-        path, run, timeline_before = self._open_run(env, fp)
+        path, run = self._open_run(env, fp)
         done = self.dist.broadcast({p["key"] for p in run["points"] if p.get("status") == "ok"})  # rank 0's file
         todo = [p for p in self.points if p.key not in done]
         skipped = len(self.points) - len(todo)
@@ -140,7 +142,9 @@ class Runner:
         sidecar = _sidecar(self.scenario, self.out_dir) if self.dist.is_writer else _NoSidecar()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)}
         interrupted: Optional[Interrupted] = None
-        timeline_rows: Optional[list[dict]] = None
+        # Samples go to disk after every point, so memory stays flat however long the run.
+        self._timeline = TimelineFile(self.out_dir / run["timeline_file"], resume=self.resume) if self.dist.is_writer else None
+        self._live_meters = meters
         try:
             meters.start()
             run["meters"] = meters.describe()
@@ -150,12 +154,13 @@ class Runner:
             if self.dist.broadcast(run.get("idle") is None and m.idle_baseline_s > 0):
                 self.hooks.log(f"measuring idle power for {m.idle_baseline_s:g} s")
                 run["idle"] = _measure_idle(meters, m.idle_baseline_s, self.dist)
+                self._spool_timeline(run)
             run["status"] = "running"
             self._write(path, run)
             for label, points in _by_model(todo):
                 # Points carry the model's label; a card file or checkpoint dir is loaded by its path.
                 self._run_model(self.entries[label], points, run, path, meters, sidecar)
-            timeline_rows = self.dist.timeline(meters)  # every rank's samples (a collective)
+            self._spool_timeline(run)  # the last samples, every rank's (a collective)
             run["status"] = "complete"
         except KeyboardInterrupt:
             interrupted = Interrupted(signal.SIGINT)
@@ -176,20 +181,19 @@ class Runner:
             run["finished_utc"] = _now()
             run["codecarbon"] = _safe_call(sidecar.stop, run.setdefault("warnings", []))
             run["codecarbon_meter"] = sidecar.describe()
-            rows = timeline_rows if timeline_rows is not None else meters.timeline()
-            timeline = timeline_before + _label_timeline(rows, run["points"])
             try:
                 meters.close()
             except MeterError as exc:
                 run.setdefault("warnings", []).append(str(exc))
-            if self.dist.is_writer:
-                write_timeline(self.out_dir / run["timeline_file"], timeline)
+            # After a failure the ranks may not meet again: keep this rank's own samples.
+            _safe_spool(lambda: self._spool_timeline(run, gather=False), run)
+            self._live_meters = self._timeline = None
             self._write(path, run)
         if interrupted is not None:
             raise interrupted
         return RunOutcome(path, run, skipped)
 
-    def _open_run(self, env: dict, fp: str) -> tuple[Path, dict, list[dict]]:
+    def _open_run(self, env: dict, fp: str) -> tuple[Path, dict]:
         if self.resume:
             found = _latest_run(self.out_dir, fp, self.hooks.log)
             if found is not None:
@@ -197,7 +201,7 @@ class Runner:
                 name = run.get("timeline_file")
                 if not isinstance(name, str) or safe_name(name) != name:  # the file says where we write: distrust it
                     run["timeline_file"] = f"{safe_name(path.stem)}.timeline.csv"
-                return path, run, _read_timeline(self.out_dir / run["timeline_file"])
+                return path, run
         run_id = f"{safe_name(self.scenario.name)}-{safe_name(env['hostname'], 30)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
         run = {
             "schema": "carbonbench.run",
@@ -230,7 +234,7 @@ class Runner:
             run["distributed"] = self.dist.describe()
             if self.dist.nnodes > 1 and self.scenario.measurement.codecarbon:
                 run["warnings"].append("codecarbon runs on rank 0 only: its figures cover node 0, not the whole job")
-        return self.out_dir / f"{run_id}.json", run, []
+        return self.out_dir / f"{run_id}.json", run
 
     def _write(self, path: Path, run: dict) -> None:
         if self.dist.is_writer:  # rank 0 writes the one run file of a distributed job
@@ -298,6 +302,22 @@ class Runner:
         self._write(path, run)
         self.hooks.point_done(_point_of(record), record)
 
+    def _spool_timeline(self, run: dict, gather: bool = True, current: Optional[dict] = None) -> None:
+        """Move the samples taken so far from the meters to the timeline file, labelled
+        with the windows of the recorded points and of ``current``, the point under way.
+
+        Called after every window, so memory holds at most one window's samples. Only
+        between windows: the meters forget power samples older than now. With ``gather``
+        every rank must call it at the same moment (it is a collective).
+        """
+        meters = self._live_meters
+        if meters is None:
+            return
+        rows = self.dist.drain_timeline(meters) if gather else meters.drain_timeline()
+        if self._timeline is not None:
+            points = run["points"] + ([current] if current is not None else [])
+            self._timeline.append(label_timeline(rows, points))
+
     def _failed(self, point: Point, status: str, message: str) -> dict:
         return {"key": point.key, **point.as_dict(), "status": status, "error": message, "repeats": []}
 
@@ -323,6 +343,7 @@ class Runner:
                 rep = self._window(workload, point, i, meters, run.get("idle"))
                 rep["codecarbon"] = sidecar.end_point()
                 record["repeats"].append(rep)
+                _safe_spool(lambda: self._spool_timeline(run, current=record), run)
         except torch.OutOfMemoryError as exc:
             record.update(status="oom", error=_first_line(exc))
         except NonFiniteLoss as exc:
@@ -552,42 +573,21 @@ def _latest_run(out_dir: Path, fp: str, log: Callable[[str], None] = lambda msg:
     return best[1:] if best else None
 
 
-def _read_timeline(path: Path) -> list[dict]:
-    import csv
-
-    if not path.exists():
-        return []
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ResultsError(f"{path}: damaged power timeline ({exc}); move it away to resume without it") from None
-
-
-def _label_timeline(rows: list[dict], points: list[dict]) -> list[dict]:
-    """Tag each sample with the point window it fell in, so reports can draw boundaries."""
-    spans = []
-    for p in points:
-        for rep in p.get("repeats", []):
-            start = rep.get("start_unix_s")
-            if start is not None:
-                spans.append((start, start + rep["duration_s"], f"{p['key']}#r{rep['repeat']}"))
-    spans.sort()
-    starts = [s[0] for s in spans]
-    out = []
-    for row in rows:
-        i = bisect.bisect_right(starts, row["unix_s"]) - 1
-        inside = i >= 0 and row["unix_s"] <= spans[i][1]
-        out.append({**row, "window": spans[i][2] if inside else ""})
-    return out
-
-
 def _point_of(record: dict) -> Point:
     return Point(**{k: record[k] for k in ("model", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len")})
 
 
 def _raise_interrupt(signum, frame):
     raise Interrupted(signum)
+
+
+def _safe_spool(fn, run: dict) -> None:
+    try:
+        fn()
+    except (OSError, MeterError) as exc:  # a full disk costs the timeline, never the measurements
+        warnings, message = run.setdefault("warnings", []), f"power timeline: {exc}"
+        if message not in warnings:
+            warnings.append(message)
 
 
 def _safe_call(fn, warnings: list) -> Any:

@@ -112,12 +112,19 @@ class EngineConfig:
     # Preallocated KV cache; unset = the engine's usual: native true, transformers false
     # (DynamicCache, what Hugging Face's generate uses by default).
     static_cache: Optional[bool] = None
+    # q, k and v from one [3D, D] matmul instead of three (native only; unset = native
+    # true): in small-batch decode on a GPU, one GEMV should cost less than three small ones.
+    fused_qkv: Optional[bool] = None
     fused_optimizer: bool = True  # fused AdamW kernel for training (both engines)
     sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
 
     def __post_init__(self):
         if self.static_cache is None:
             object.__setattr__(self, "static_cache", self.name == "native")
+        if self.fused_qkv is None:
+            object.__setattr__(self, "fused_qkv", self.name == "native")
+        if self.fused_qkv and self.name != "native":
+            raise FieldError("fused_qkv", True, "is a native-engine setting")
         if self.cuda_graphs and self.name != "native":
             raise FieldError("cuda_graphs", True, "is a native-engine setting (for transformers use compile with static_cache)")
         if self.cuda_graphs and not self.static_cache:

@@ -332,6 +332,9 @@ def test_runner_sums_rank_energy_and_counts_the_node_once(two_process_job):
     assert set(run["idle"]["power_w"]) == {"rank0/gpu0", "rank1/gpu1", "node0/cpu", "node0/dram"}
     # The job's window is the longest rank's: ranks open and close theirs together, within ms.
     assert run["idle"]["power_w"]["rank1/gpu1"] == pytest.approx(110.0, rel=0.02)
+    # No model of a multi-process job is q/k/v-fused, and the run says so.
+    assert run["engine"]["options"]["fused_qkv"] is False
+    assert any(w.startswith("engine.fused_qkv ignored: the models of a 2-process job") for w in run["warnings"])
     modes = {p["workload"]: (p["parallel"]["mode"], p["parallel"]["global_batch_size"]) for p in run["points"]}
     assert modes == {"prefill": ("tp", 2), "train": ("fsdp", 4)}
     for point in run["points"]:

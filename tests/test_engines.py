@@ -46,9 +46,9 @@ def test_each_engine_runs_every_workload_and_is_recorded(tiny_scenario, tmp_path
     assert outcome.run["engine"]["name"] == name
     df = results.load(tmp_path / "out")
     assert set(df["engine"]) == {name}
-    static = "true" if name == "native" else "false"  # transformers' default: DynamicCache
+    static = "true" if name == "native" else "false"  # transformers: DynamicCache, q/k/v unfused
     assert set(df["engine_options"]) == {
-        f"compile=false,cuda_graphs=false,fused_optimizer=true,sdpa_backend=auto,static_cache={static}"}
+        f"compile=false,cuda_graphs=false,fused_optimizer=true,fused_qkv={static},sdpa_backend=auto,static_cache={static}"}
     assert (df["tokens"] > 0).all() and (df["energy_j"] > 0).all()
 
 
@@ -201,6 +201,7 @@ BAD = {
     "engine: vllm\n": "engine.name: expected one of 'native', 'transformers'",
     "engine: {name: native, compiel: true}\n": "engine.compiel: unknown key (did you mean 'compile'?)",
     "engine: {name: transformers, cuda_graphs: true}\n": "engine.cuda_graphs: is a native-engine setting",
+    "engine: {name: transformers, fused_qkv: true}\n": "engine.fused_qkv: is a native-engine setting",
     "engine: {cuda_graphs: true}\ndevice: cpu\n": "engine.cuda_graphs: needs CUDA, but device is 'cpu'",
     "engine: {compile: true, static_cache: false}\n": "engine.compile: needs static_cache: true",
     "engine: {cuda_graphs: true, static_cache: false}\n": "engine.cuda_graphs: needs static_cache: true",

@@ -12,6 +12,7 @@ import pynvml as real
 import pytest
 import torch
 
+from carbonbench import timeline
 from carbonbench.errors import MeterError
 from carbonbench.meters import nvml
 from carbonbench.meters.base import MeterSet, NullMeter
@@ -274,6 +275,7 @@ def test_the_sampler_records_power_clocks_utilisation_temperature_and_memory(fak
     assert {r["component"] for r in rows} == {"gpu0", "gpu1"}
     times = [r["unix_s"] for r in meter.timeline()]
     assert times == sorted(times)
+    assert set().union(*meter.timeline()) <= set(timeline.COLUMNS)  # all of it reaches the file
 
 
 def test_fields_a_gpu_refuses_are_left_empty_and_not_asked_again(fake, gpus):

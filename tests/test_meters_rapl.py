@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from carbonbench import timeline
 from carbonbench.errors import MeterError
 from carbonbench.meters import rapl, select
 from carbonbench.meters.base import MeterSet
@@ -146,6 +147,7 @@ def test_sampler_timeline_gives_power_from_counter_deltas(tree):
     assert len(rows) >= 3 and all(r["power_w"] >= 0 for r in rows)
     assert max(r["power_w"] for r in rows) > 0
     assert {r["component"] for r in meter.timeline()} == {"cpu-package0", "dram0", "cpu-package1", "dram1"}
+    assert set().union(*meter.timeline()) <= set(timeline.COLUMNS)  # all of it reaches the file
 
 
 def test_describe_lists_the_domains_and_the_wrap_rule(tree):

@@ -80,8 +80,8 @@ class Single:
     def all_gather(self, obj: Any) -> list[Any]:
         return [obj]
 
-    def timeline(self, meters: MeterSet) -> list[dict]:
-        return meters.timeline()
+    def drain_timeline(self, meters: MeterSet) -> list[dict]:
+        return meters.drain_timeline()
 
     def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]:
         return meas, None
@@ -198,11 +198,12 @@ class DistContext:
         """Every rank's ``obj``, in rank order."""
         return self._all_gather(obj)
 
-    def timeline(self, meters: MeterSet) -> list[dict]:
-        """Every rank's power samples, components renamed as in ``combine``, time-ordered."""
+    def drain_timeline(self, meters: MeterSet) -> list[dict]:
+        """Every rank's power samples since the last call, components renamed as in
+        ``combine``, time-ordered; each rank's meters forget them (see MeterSet.drain_timeline)."""
         from carbonbench.distributed.aggregate import rename_timeline
 
-        gathered = self._all_gather(meters.timeline())
+        gathered = self._all_gather(meters.drain_timeline())
         rows = [row for info, mine in zip(self.ranks, gathered) for row in rename_timeline(mine, info)]
         return sorted(rows, key=lambda r: r["unix_s"])
 

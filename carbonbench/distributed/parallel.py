@@ -18,7 +18,10 @@ Three layouts, chosen per point from the scenario's ``parallel`` section:
 - ``replicate`` (inference that fits on one device): a full copy per rank, each on its
   own ``batch_size`` rows. No communication.
 
-On one process every point is ``single``: the model is not wrapped at all.
+On one process every point is ``single``: the model is not wrapped at all. The native
+engine's ``fused_qkv`` applies there only: the models built here keep separate q/k/v
+projections (the tp plan shards them by name), and a multi-process job records the
+option as dropped (carbonbench.engines.base.effective).
 
 Tokens and FLOPs of a step count every data-parallel replica (``dp`` of them), so
 J/token divides the energy of every device by the tokens of every device.
@@ -238,6 +241,10 @@ def apply_tp(model, tp_mesh) -> None:
     arch = model.arch
     if arch.n_heads % tp or arch.ffn_dim % tp:
         raise UserError(f"tensor parallel degree {tp} must divide {arch.n_heads} heads and ffn_dim {arch.ffn_dim}")
+    if any(layer.self_attn.fused for layer in model.layers):
+        # The plan shards q/k/v by name; a column shard of the fused [3D, D] weight would
+        # cut across the q|k|v boundary. build_model never fuses.
+        raise ValueError("tensor parallelism needs separate q/k/v projections (a model without fuse_qkv)")
     style = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
     plan = {name: style[kind]() for name, kind in TP_PLAN_DOC.items()}
     for layer in model.layers:

@@ -28,13 +28,21 @@ def compile_backend() -> str:
 
 
 def effective(config: EngineConfig, device: torch.device) -> tuple[EngineConfig, list[str]]:
-    """The options that apply on device, and a note for each one dropped.
+    """The options that apply on device (and in this process group), and a note for
+    each one dropped.
 
     A scenario with ``device: cpu`` cannot ask for CUDA-only options (ConfigError at
     load); one with ``device: auto`` may, and on a CPU they are dropped with a note, so
     that one scenario file runs anywhere.
     """
     notes, changes = [], {}
+    world = _world_size()
+    if config.fused_qkv and world > 1:
+        # Every point of a multi-process job is sharded or replicated by
+        # carbonbench.distributed.parallel, which never fuses (a column shard of the fused
+        # weight would cut across q|k|v), so the option cannot be in effect.
+        changes["fused_qkv"] = False
+        notes.append(f"engine.fused_qkv ignored: the models of a {world}-process job keep separate q/k/v projections")
     if device.type != "cuda":
         if config.cuda_graphs:
             changes["cuda_graphs"] = False
@@ -46,6 +54,12 @@ def effective(config: EngineConfig, device: torch.device) -> tuple[EngineConfig,
             changes["fused_optimizer"] = False
             notes.append(f"engine.fused_optimizer ignored: no fused AdamW on {device.type}")
     return (dataclasses.replace(config, **changes) if changes else config), notes
+
+
+def _world_size() -> int:
+    """Processes in this job's default process group (1 outside torchrun)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _configure_dynamo() -> None:

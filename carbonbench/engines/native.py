@@ -9,6 +9,10 @@
   graph and replayed: one launch per token instead of a few hundred kernel launches,
   which is what bounds a small batch's decode on a fast GPU.
 - sdpa_backend: which scaled-dot-product-attention kernels may run.
+- fused_qkv: after loading, each layer's q/k/v projections become one [3D, D] matmul
+  (``OPT.fuse_qkv``). Only for models this engine loads: the tensor-parallel, FSDP2 and
+  replicated models of a torchrun job (carbonbench.distributed.parallel) stay unfused,
+  and there the option is dropped with a note.
 - fused_optimizer: AdamW's fused kernel.
 
 The first call of a compiled function compiles it, and the first decode step of a cache
@@ -41,7 +45,9 @@ class NativeEngine(Engine):
         self._compiled_step = None
 
     def load(self, entry, device, dtype, seed):
-        return opt.load(entry, device=device, dtype=dtype, seed=seed)
+        model = opt.load(entry, device=device, dtype=dtype, seed=seed)
+        # Before any optimizer or compiled graph sees the parameters.
+        return model.fuse_qkv() if self.config.fused_qkv else model
 
     def new_cache(self, model, batch, max_len):
         return model.new_cache(batch, max_len, growing=not self.config.static_cache)

@@ -107,6 +107,10 @@ class Meter(ABC):
         """Samples taken so far (rows with at least unix_s, component, power_w)."""
         return []
 
+    def drain_timeline(self, before_unix_s: float) -> list[dict[str, Any]]:
+        """The samples taken so far, handed over and no longer kept (see Sampler.drain)."""
+        return []
+
     def flags(self) -> tuple[str, ...]:
         """Problems that make this meter's figures less trustworthy (e.g. a dead sampler)."""
         return ()
@@ -241,4 +245,14 @@ class MeterSet:
 
     def timeline(self) -> list[dict[str, Any]]:
         rows = [row for m in self.meters for row in m.timeline()]
+        return sorted(rows, key=lambda r: r["unix_s"])
+
+    def drain_timeline(self, before_unix_s: Optional[float] = None) -> list[dict[str, Any]]:
+        """Every meter's samples so far, time-ordered, handed over so that memory stays flat.
+
+        Only call it between windows: power samples before ``before_unix_s`` (default:
+        now) can no longer be integrated afterwards.
+        """
+        cutoff = time.time() if before_unix_s is None else before_unix_s
+        rows = [row for m in self.meters for row in m.drain_timeline(cutoff)]
         return sorted(rows, key=lambda r: r["unix_s"])

@@ -147,6 +147,23 @@ class Sampler:
         with self._lock:
             return sorted(self._rows, key=lambda r: r["unix_s"])
 
+    def drain(self, before_unix_s: float) -> list[dict[str, Any]]:
+        """Hand over the rows taken so far and forget power samples before ``before_unix_s``.
+
+        A long run would otherwise hold every sample until its end. The caller promises
+        that no window ending before ``before_unix_s`` is left to integrate; one sample
+        before it is kept per component, so a window opening right after still has a
+        neighbour to interpolate from.
+        """
+        with self._lock:
+            rows, self._rows = self._rows, []
+            for component, (times, powers) in self._series.items():
+                cut = bisect.bisect_left(times, before_unix_s) - 1
+                if cut > 0:
+                    self._series[component] = (times[cut:], powers[cut:])
+        rows.sort(key=lambda r: r["unix_s"])
+        return rows
+
     def integrate(self, component: str, start_unix_s: float, end_unix_s: float) -> Optional[float]:
         with self._lock:
             times, powers = self._series.get(component, ([], []))
@@ -186,6 +203,9 @@ class SampledMeter(Meter):
 
     def timeline(self) -> list[dict[str, Any]]:
         return self.sampler.rows()
+
+    def drain_timeline(self, before_unix_s: float) -> list[dict[str, Any]]:
+        return self.sampler.drain(before_unix_s)
 
     def sampler_stats(self) -> dict[str, Any]:
         return {**self.sampler.stats(), "enabled": self._sampling}

@@ -98,15 +98,32 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
+        self.fused = False  # True once fuse_qkv has replaced q/k/v_proj by qkv_proj
+
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        """Replace q_proj, k_proj and v_proj by one qkv_proj holding their weights stacked
+        [3 x width, D]: one matmul instead of three. Idempotent."""
+        if self.fused:
+            return
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight for p in projs])  # [3 x width, D], same device and dtype
+        bias = torch.cat([p.bias for p in projs])
+        qkv = nn.Linear(weight.shape[1], weight.shape[0], device="meta")  # no init: replaced next
+        qkv.weight = nn.Parameter(weight, requires_grad=self.q_proj.weight.requires_grad)
+        qkv.bias = nn.Parameter(bias, requires_grad=self.q_proj.bias.requires_grad)
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj, self.fused = qkv, True
 
     def forward(self, x: Tensor, mask: Tensor | None, cache_kv, start_pos: int) -> Tensor:
         B, T, D = x.shape
-        # [B, T, D] -> [B, H, T, hd]. H is read from the projection's width: all heads,
-        # or under tensor parallelism only this rank's n_heads / tp (q, k, v column-sharded).
-        q, k, v = (
-            proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        if self.fused:
+            qkv = self.qkv_proj(x).chunk(3, dim=-1)  # 3 x [B, T, width], views of one matmul
+        else:
+            qkv = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        # [B, T, width] -> [B, H, T, hd]. H is read from the width: all heads, or under
+        # tensor parallelism only this rank's n_heads / tp (q, k, v column-sharded).
+        q, k, v = (t.view(B, T, -1, self.head_dim).transpose(1, 2) for t in qkv)
         if cache_kv is not None:
             k, v = _update_cache(cache_kv, k, v, start_pos)  # [B, H, L, hd]
         # The causal fast path is only right when queries and keys start at the same position.
@@ -172,6 +189,21 @@ class OPT(nn.Module):
         # Attention heads held by this process: n_heads / tp under tensor parallelism
         # (set by carbonbench.distributed.parallel); sizes the KV cache.
         self.local_heads = arch.n_heads
+
+    def fuse_qkv(self) -> "OPT":
+        """Compute each layer's q, k and v with one matmul (engine option ``fused_qkv``).
+
+        Done after loading: the model as built keeps Hugging Face's names, so checkpoints
+        load into it (a fused model's state_dict has qkv_proj instead). Not on a sharded
+        model: a column shard of the fused weight would cut across the q|k|v boundary,
+        and FSDP2 holds the old parameters.
+        """
+        sharded = any(hasattr(p, "placements") for p in self.parameters())  # DTensors
+        if sharded or self.local_heads != self.arch.n_heads:
+            raise ValueError("fuse_qkv needs an unsharded model (not tensor parallel or FSDP2)")
+        for layer in self.layers:
+            layer.self_attn.fuse_qkv()
+        return self
 
     @property
     def device(self) -> torch.device:
