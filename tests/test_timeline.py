@@ -150,3 +150,16 @@ def test_each_point_is_on_disk_when_it_is_recorded_and_the_meters_keep_little(ti
     times = [float(r["unix_s"]) for r in rows]
     assert len(rows) > 50 and len(set(times)) == len(times)  # every sample once
     assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_a_report_skips_the_partial_line_of_a_killed_append(tiny_scenario, tmp_path):
+    from carbonbench.report import load as load_report
+
+    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
+    path = outcome.path.parent / outcome.run["timeline_file"]
+    complete = len(_read(path))
+    with path.open("a") as f:
+        f.write(f"{outcome.run['points'][0]['started_unix_s']},cpu,9")  # cut short: 9 of 95.2 W
+    (run,) = load_report([outcome.path]).runs
+    assert len(run.timeline) == complete
+    assert 9.0 not in set(run.timeline["power_w"])

@@ -39,7 +39,8 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
         nnodes: str, node_rank: int | None, rdzv_endpoint: str | None, rdzv_id: str | None) -> None:
     """Measure every point of a scenario (YAML), or re-run one recorded in a result file (JSON).
 
-    Writes OUT/<run-id>.json after every point and OUT/<run-id>.timeline.csv at the end.
+    Writes OUT/<run-id>.json after every point and appends to OUT/<run-id>.timeline.csv
+    after every measured window.
     Exit status: 0 when every point was measured, 1 when some point failed, 2 for bad
     input, 130/143 when interrupted by Ctrl-C/SIGTERM (finished points are kept).
     With --nproc-per-node (or under torchrun), rank 0 writes the one run file, and a

@@ -7,6 +7,7 @@ sum(energy) / sum(tokens), so a longer window weighs more, as it does in J/token
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -129,10 +130,12 @@ def _timeline(path: Path, raw: dict) -> tuple[Optional[pd.DataFrame], str]:
     # The file name comes from the result file; only a name beside it is read.
     tl_path = path.parent / Path(str(name)).name
     try:
-        tl = pd.read_csv(tl_path)
+        text = tl_path.read_text(encoding="utf-8")
+        # Appended after every window: a kill mid-append leaves a partial last line.
+        tl = pd.read_csv(io.StringIO(text[: text.rfind("\n") + 1]))
     except FileNotFoundError:
         return None, f"timeline file {Path(str(name)).name} is missing beside the result file"
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
         return None, f"timeline file {Path(str(name)).name} could not be read ({type(exc).__name__})"
     missing = {"unix_s", "component", "power_w"} - set(tl.columns)
     if missing:
