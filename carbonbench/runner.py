@@ -300,15 +300,17 @@ class Runner:
     def _record(self, run: dict, path: Path, record: dict) -> None:
         run["points"].append(record)
         self._write(path, run)
+        _safe_spool(lambda: self._spool_timeline(run), run)
         self.hooks.point_done(_point_of(record), record)
 
     def _spool_timeline(self, run: dict, gather: bool = True, current: Optional[dict] = None) -> None:
         """Move the samples taken so far from the meters to the timeline file, labelled
         with the windows of the recorded points and of ``current``, the point under way.
 
-        Called after every window, so memory holds at most one window's samples. Only
-        between windows: the meters forget power samples older than now. With ``gather``
-        every rank must call it at the same moment (it is a collective).
+        Called after every window (after every point under torchrun), so memory holds at
+        most one window's (one point's) samples. Only between windows: the meters forget
+        power samples older than now. With ``gather`` every rank must call it at the same
+        moment (it is a collective).
         """
         meters = self._live_meters
         if meters is None:
@@ -343,7 +345,10 @@ class Runner:
                 rep = self._window(workload, point, i, meters, run.get("idle"))
                 rep["codecarbon"] = sidecar.end_point()
                 record["repeats"].append(rep)
-                _safe_spool(lambda: self._spool_timeline(run, current=record), run)
+                if not self.dist.distributed:
+                    # Under torchrun only at _record, where every rank arrives in step even
+                    # when a window failed on one of them: a drain there is a collective.
+                    _safe_spool(lambda: self._spool_timeline(run, current=record), run)
         except torch.OutOfMemoryError as exc:
             record.update(status="oom", error=_first_line(exc))
         except NonFiniteLoss as exc:
