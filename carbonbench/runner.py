@@ -346,8 +346,8 @@ class Runner:
                 rep["codecarbon"] = sidecar.end_point()
                 record["repeats"].append(rep)
                 if not self.dist.distributed:
-                    # Under torchrun only at _record, where every rank arrives in step even
-                    # when a window failed on one of them: a drain there is a collective.
+                    # Under torchrun a drain is a collective: once per point, at _record,
+                    # keeps the ranks' sequence of collectives short and the same.
                     _safe_spool(lambda: self._spool_timeline(run, current=record), run)
         except torch.OutOfMemoryError as exc:
             record.update(status="oom", error=_first_line(exc))
