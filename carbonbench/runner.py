@@ -142,7 +142,7 @@ class Runner:
         sidecar = _sidecar(self.scenario, self.out_dir) if self.dist.is_writer else _NoSidecar()
         previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)}
         interrupted: Optional[Interrupted] = None
-        # Samples go to disk after every point, so memory stays flat however long the run.
+        # Samples go to disk after every window, so memory stays flat however long the run.
         self._timeline = TimelineFile(self.out_dir / run["timeline_file"], resume=self.resume) if self.dist.is_writer else None
         self._live_meters = meters
         try:
@@ -154,13 +154,13 @@ class Runner:
             if self.dist.broadcast(run.get("idle") is None and m.idle_baseline_s > 0):
                 self.hooks.log(f"measuring idle power for {m.idle_baseline_s:g} s")
                 run["idle"] = _measure_idle(meters, m.idle_baseline_s, self.dist)
-                self._spool_timeline(run)
+                _safe_spool(lambda: self._spool_timeline(run), run)
             run["status"] = "running"
             self._write(path, run)
             for label, points in _by_model(todo):
                 # Points carry the model's label; a card file or checkpoint dir is loaded by its path.
                 self._run_model(self.entries[label], points, run, path, meters, sidecar)
-            self._spool_timeline(run)  # the last samples, every rank's (a collective)
+            _safe_spool(lambda: self._spool_timeline(run), run)  # the last samples, every rank's (a collective)
             run["status"] = "complete"
         except KeyboardInterrupt:
             interrupted = Interrupted(signal.SIGINT)

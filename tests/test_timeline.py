@@ -163,3 +163,15 @@ def test_a_report_skips_the_partial_line_of_a_killed_append(tiny_scenario, tmp_p
     (run,) = load_report([outcome.path]).runs
     assert len(run.timeline) == complete
     assert 9.0 not in set(run.timeline["power_w"])
+
+
+def test_a_full_disk_costs_the_timeline_not_the_measurements(tiny_scenario, tmp_path, monkeypatch):
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TimelineFile, "append", full)
+    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
+    assert outcome.run["status"] == "complete"
+    assert all(p["status"] == "ok" and len(p["repeats"]) == 2 for p in outcome.run["points"])
+    warnings = [w for w in outcome.run["warnings"] if w.startswith("power timeline:")]
+    assert warnings == ["power timeline: [Errno 28] No space left on device"]  # said once, not per window
