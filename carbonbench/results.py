@@ -1,14 +1,13 @@
 """Result files: one JSON per run plus a CSV power timeline, and loading them to pandas.
 
-Schema (``schema_version`` 1) is documented in docs/results.md. Every write goes to a
-temporary file in the same directory and is renamed over the target, so a reader never
-sees half a file, whatever happens to the process.
+Schema (``schema_version`` 1) is documented in docs/results.md. Every write of a run
+file goes to a temporary file in the same directory and is renamed over the target, so a
+reader never sees half a file, whatever happens to the process. The timeline is appended
+instead (carbonbench.timeline).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -88,19 +87,6 @@ def _jsonable(value: Any) -> Any:
 
 def write_run(path: Path, run: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(_jsonable(run), indent=1, sort_keys=False) + "\n")
-
-
-def write_timeline(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        for k in row:
-            if k not in fields:
-                fields.append(k)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields or ["unix_s", "component", "power_w"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
