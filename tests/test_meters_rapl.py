@@ -1,5 +1,6 @@
 """RAPL on a fake /sys/class/powercap tree: domains, wrap-around, permission denied."""
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +32,11 @@ def domain(root: Path, dirname: str, name: str, energy_uj: int = 0, max_uj: int 
 
 
 def set_energy(d: Path, energy_uj: int) -> None:
-    (d / "energy_uj").write_text(f"{energy_uj}\n")
+    # Replaced, not rewritten in place: sysfs reads are atomic, and a sampler thread reading
+    # a half-written fake would see an empty file that real hardware never shows.
+    tmp = d / ".energy_uj.tmp"
+    tmp.write_text(f"{energy_uj}\n")
+    os.replace(tmp, d / "energy_uj")
 
 
 @pytest.fixture
