@@ -53,7 +53,8 @@ import roofline  # noqa: E402
 from carbonbench import scenario as sc  # noqa: E402
 from carbonbench.config import build  # noqa: E402
 from carbonbench.environment import resolve_device, resolve_dtype  # noqa: E402
-from carbonbench.results import read_run, result_files  # noqa: E402
+from carbonbench.results import result_files  # noqa: E402
+from carbonbench.runfile import read_run  # noqa: E402
 from carbonbench.runner import Hooks, Runner  # noqa: E402
 from carbonbench.stats import ci95  # noqa: E402
 
@@ -106,9 +107,9 @@ def run_interleaved(scenarios: dict, points: list[sc.Point], runs_dir: Path, dev
                                 hooks=Hooks(log=lambda msg: None if msg.startswith(("resume:", "1 points")) else log("  " + msg)))
                 runner.points = [point]  # this point only, appended to the engine's run file
                 outcome = runner.run()
-                for rec in outcome.run["points"]:
-                    if rec["key"] == point.key and rec["status"] != "ok":
-                        log(f"  {rec['status']}: {rec['error']}")
+                for rec in outcome.run.points:
+                    if rec.key == point.key and not rec.ok:
+                        log(f"  {rec.status}: {rec.error}")
 
 
 # -- summarising --------------------------------------------------------------------
@@ -135,7 +136,7 @@ def load_runs(runs_dir: Path) -> list[dict]:
     for f in result_files([runs_dir]):
         if f.name.endswith(".json"):
             try:
-                runs.append(read_run(f))
+                runs.append(read_run(f).to_dict())  # summarised from the plain form
             except Exception:  # a damaged or foreign file: not ours to summarise
                 continue
     return runs

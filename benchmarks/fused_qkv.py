@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from carbonbench.engines import make_engine  # noqa: E402
 from carbonbench.opt.tokenizer import synthetic_prompts  # noqa: E402
-from carbonbench.scenario import EngineConfig  # noqa: E402
+from carbonbench.scenario import EngineConfig, ModelEntry  # noqa: E402
 from carbonbench.stats import ci95  # noqa: E402
 
 VARIANTS = ("fused", "unfused")
@@ -78,7 +78,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     engines, models = {}, {}
     for name in VARIANTS:
         engines[name] = make_engine(EngineConfig(fused_qkv=name == "fused"), device)
-        models[name] = engines[name].load(args.model, device, dtype, seed=args.seed).eval()
+        models[name] = engines[name].load(ModelEntry.of(args.model), device, dtype, seed=args.seed).eval()
     assert models["fused"].layers[0].self_attn.fused and not models["unfused"].layers[0].self_attn.fused
     batches = [int(b) for b in args.batch_sizes.split(",")]
     vocab = models["fused"].arch.vocab_size

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from carbonbench.engines import make_engine  # noqa: E402
 from carbonbench.meters.select import build_meter_set  # noqa: E402
 from carbonbench.opt.tokenizer import synthetic_prompts  # noqa: E402
-from carbonbench.scenario import EngineConfig, MeasurementConfig, Point  # noqa: E402
+from carbonbench.scenario import EngineConfig, MeasurementConfig, ModelEntry, Point  # noqa: E402
 from carbonbench.workloads import WORKLOADS, Inputs  # noqa: E402
 
 CPU_VARIANTS = {
@@ -68,7 +68,7 @@ def study(variant: str, options: dict, args, device: torch.device, meters) -> di
     torch._dynamo.reset()  # no compiled graph carried over from the previous variant
     engine = make_engine(EngineConfig(**options), device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = engine.load(args.model, device, dtype, seed=0).eval()
+    model = engine.load(ModelEntry.of(args.model), device, dtype, seed=0).eval()
     sync = sync_fn(device)
     if args.workload == "decode":
         point = Point(args.model, "decode", args.batch, prompt_tokens=args.prompt, new_tokens=args.new)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from carbonbench.carbon import CarbonConfig, CostConfig
+from carbonbench.settings import CarbonConfig, CostConfig
 from carbonbench.config import FieldError, build, positive, read_yaml, to_plain
 from carbonbench.errors import ConfigError
 from carbonbench.opt.card import Card, find_card
@@ -181,7 +181,35 @@ class Scenario:
         return to_plain(self)
 
     def replace(self, **changes) -> "Scenario":
-        return dataclasses.replace(self, **changes)
+        out = dataclasses.replace(self, **changes)
+        if "models" not in changes and "_entries" in self.__dict__:
+            object.__setattr__(out, "_entries", self.__dict__["_entries"])  # same models: no new resolution
+        return out
+
+    @property
+    def entries(self) -> tuple["ModelEntry", ...]:
+        """The models, each resolved to its card once (a card file or checkpoint is read here)."""
+        cached = self.__dict__.get("_entries")
+        if cached is None:
+            cached = tuple(ModelEntry.of(m) for m in self.models)
+            object.__setattr__(self, "_entries", cached)
+        return cached
+
+    def entry(self, label: str) -> "ModelEntry":
+        return next(e for e in self.entries if e.label == label)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A scenario's model: the name its points carry, what the scenario named, and its card."""
+
+    label: str  # card name, or the checkpoint directory's / card file's stem
+    source: str  # as the scenario gives it: a card name, or an absolute card file or checkpoint path
+    card: Card
+
+    @classmethod
+    def of(cls, source: str) -> "ModelEntry":
+        return cls(model_label(source), source, model_card(source))
 
 
 @dataclass(frozen=True)
@@ -222,12 +250,14 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
         data = {**data, "engine": {"name": data["engine"]}}  # `engine: native`, the plain form
     scenario = build(Scenario, data, source=source)
     base_dir = base_dir or Path.cwd()
-    models = [_resolve_model(m, base_dir, source, i) for i, m in enumerate(scenario.models)]
+    resolved = [_resolve_model(m, base_dir, source, i) for i, m in enumerate(scenario.models)]
+    models, cards = [m for m, _ in resolved], [c for _, c in resolved]
     labels = [model_label(m) for m in models]
     for i, label in enumerate(labels):
         if labels.index(label) != i:
             raise ConfigError(f"{source}: models[{i}]: '{label}' is listed twice (got '{scenario.models[i]}')")
     scenario = scenario.replace(models=models)
+    object.__setattr__(scenario, "_entries", tuple(ModelEntry(model_label(m), m, card) for m, card in zip(models, cards)))
     _check_lengths(scenario, source)
     prompts = scenario.workloads.prompts
     if prompts:
@@ -239,8 +269,8 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
     return scenario
 
 
-def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> str:
-    """Card names stay names; paths (card files, checkpoint dirs) become absolute."""
+def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> tuple[str, Card]:
+    """The entry and its card: names stay names; paths (card files, checkpoint dirs) become absolute."""
     looks_like_path = model.endswith((".yaml", ".yml")) or "/" in model or model.startswith(".")
     if looks_like_path:
         p = Path(model).expanduser()
@@ -249,10 +279,9 @@ def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> str:
             raise ConfigError(f"{source}: models[{index}]: no such card file or checkpoint directory (got '{model}')")
         model = str(p.resolve())
     try:
-        model_card(model)
+        return model, model_card(model)
     except ConfigError as exc:
         raise ConfigError(f"{source}: models[{index}]: {exc}") from None
-    return model
 
 
 def model_card(model: str):
@@ -275,13 +304,13 @@ def _check_lengths(scenario: Scenario, source: str) -> None:
         "workloads.decode": max(w.decode.prompt_tokens) + max(w.decode.new_tokens) if w.decode else 0,
         "workloads.train.seq_len": max(w.train.seq_len) if w.train else 0,
     }
-    for i, model in enumerate(scenario.models):
-        limit = model_card(model).architecture.max_positions
+    for i, entry in enumerate(scenario.entries):
+        limit = entry.card.architecture.max_positions
         for key, length in longest.items():
             if length > limit:
                 what = "prompt_tokens + new_tokens reaches" if key == "workloads.decode" else "longest is"
                 raise ConfigError(
-                    f"{source}: {key}: {what} {length}, more than {model_label(model)}'s "
+                    f"{source}: {key}: {what} {length}, more than {entry.label}'s "
                     f"{limit} positions (models[{i}])"
                 )
 
@@ -296,8 +325,7 @@ def expand(scenario: Scenario) -> list[Point]:
     """Every point of the sweep, grouped by model so each model is built once."""
     w = scenario.workloads
     points: list[Point] = []
-    for model in scenario.models:
-        name = model_label(model)
+    for name in (model_label(m) for m in scenario.models):
         if w.prefill:
             for batch in w.prefill.batch_sizes or scenario.batch_sizes:
                 for prompt in w.prefill.prompt_tokens:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from typing import Iterable, Optional
 
-import pandas as pd
-
 Z_975 = 1.959963984540054
 
 # t_{0.975, df} for df = 1..30 (two-sided 95%).
@@ -25,12 +23,6 @@ _T_975 = (
     2.079613845, 2.073873068, 2.068657610, 2.063898562, 2.059538553,
     2.055529439, 2.051830516, 2.048407142, 2.045229642, 2.042272456,
 )
-
-POINT_KEYS = (
-    "run_id", "model", "engine", "dtype", "workload",
-    "batch_size", "prompt_tokens", "new_tokens", "seq_len",
-)
-
 
 def t_quantile_975(df: int) -> float:
     """The 97.5% quantile of Student's t with ``df`` degrees of freedom."""
@@ -61,39 +53,3 @@ def ci95(values: Iterable[Optional[float]]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
     return mean, std, t_quantile_975(n - 1) * std / math.sqrt(n)
-
-
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per point over its ``ok`` repeats, with spread and 95% CI half-widths.
-
-    Points are keyed by whichever of POINT_KEYS the frame has. Columns out: the keys,
-    n_repeats, joules_per_token_mean/_std/_ci95, tokens_per_s_mean/_std/_ci95, and
-    energy_method (the weakest method among the repeats, when the frame has one).
-    """
-    keys = [k for k in POINT_KEYS if k in df.columns]
-    if not keys:
-        raise ValueError(f"results frame has none of the point columns {POINT_KEYS}")
-    ok = df[df["status"] == "ok"] if "status" in df.columns else df
-    rows = []
-    for key, group in ok.groupby(keys, dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
-        row["n_repeats"] = len(group)
-        for col in ("joules_per_token", "tokens_per_s"):
-            values = group[col].tolist() if col in group.columns else []
-            mean, std, half = ci95(values)
-            row[f"{col}_mean"], row[f"{col}_std"], row[f"{col}_ci95"] = mean, std, half
-        if "energy_method" in group.columns:
-            row["energy_method"] = _weakest(group["energy_method"].dropna())
-        rows.append(row)
-    columns = keys + ["n_repeats"] + [
-        f"{c}_{s}" for c in ("joules_per_token", "tokens_per_s") for s in ("mean", "std", "ci95")
-    ] + (["energy_method"] if "energy_method" in df.columns else [])
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _weakest(methods) -> Optional[str]:
-    from carbonbench.meters.base import METHOD_RANK
-
-    known = [m for m in methods if m in METHOD_RANK]
-    return min(known, key=METHOD_RANK.__getitem__) if known else None

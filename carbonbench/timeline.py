@@ -1,4 +1,4 @@
-"""The power timeline file: a CSV beside the run file, appended after every point.
+"""The power timeline file: a CSV beside the run file, appended after every window.
 
 A run of hours at 0.1 s sampling takes hundreds of thousands of samples per component.
 Holding them until the end made memory grow all run long, so the runner hands each
@@ -20,19 +20,46 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from carbonbench.errors import ResultsError
+from carbonbench.files import atomic_write_text
 from carbonbench.meters.sampler import TIMELINE_COLUMNS
-from carbonbench.results import atomic_write_text
 
 # rank: which process took the sample (torchrun); window: "<point key>#r<repeat>" or "".
 COLUMNS = (*TIMELINE_COLUMNS, "rank", "window")
 
 
+class Spans:
+    """The measured windows so far, to label each sample with the window it fell in.
+
+    Windows are added as they close, so labelling a batch of samples costs a binary
+    search per sample, however long the run.
+    """
+
+    def __init__(self) -> None:
+        self._starts: list[float] = []
+        self._spans: list[tuple[float, float, str]] = []
+
+    def add(self, start_unix_s: float, end_unix_s: float, label: str) -> None:
+        i = bisect.bisect_right(self._starts, start_unix_s)
+        self._starts.insert(i, start_unix_s)
+        self._spans.insert(i, (start_unix_s, end_unix_s, label))
+
+    def label(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for row in rows:
+            i = bisect.bisect_right(self._starts, row["unix_s"]) - 1
+            inside = i >= 0 and row["unix_s"] <= self._spans[i][1]
+            out.append({**row, "window": row.get("window") or (self._spans[i][2] if inside else "")})
+        return out
+
+
 class TimelineFile:
-    """Appends labelled samples to ``path``; ``resume=True`` continues an existing file."""
+    """Appends samples to ``path``, each labelled with its window; ``resume=True`` continues
+    an existing file."""
 
     def __init__(self, path: Path, resume: bool = False):
         self.path = Path(path)
         self.rows_written = 0
+        self.spans = Spans()
         if resume and self.path.exists():
             self._repair()
         else:
@@ -41,7 +68,7 @@ class TimelineFile:
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        text = _csv_text(rows, header=False)
+        text = _csv_text(self.spans.label(rows), header=False)
         with self.path.open("a", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
@@ -73,23 +100,6 @@ class TimelineFile:
                 "move it away to resume without it"
             )
         atomic_write_text(self.path, _csv_text(rows, header=True))
-
-
-def label(rows: Iterable[dict[str, Any]], points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tag each sample with the measured window it fell in, so reports can draw boundaries."""
-    spans = sorted(
-        (rep["start_unix_s"], rep["start_unix_s"] + rep["duration_s"], f"{p['key']}#r{rep['repeat']}")
-        for p in points
-        for rep in p.get("repeats", [])
-        if rep.get("start_unix_s") is not None
-    )
-    starts = [s[0] for s in spans]
-    out = []
-    for row in rows:
-        i = bisect.bisect_right(starts, row["unix_s"]) - 1
-        inside = i >= 0 and row["unix_s"] <= spans[i][1]
-        out.append({**row, "window": spans[i][2] if inside else ""})
-    return out
 
 
 def _csv_text(rows: Iterable[dict[str, Any]], header: bool) -> str:

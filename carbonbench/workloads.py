@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from carbonbench.opt.card import Architecture
-from carbonbench.scenario import Point
+from carbonbench.scenario import Point, TrainConfig
 
 
 def forward_flops(arch: Architecture, batch: int, new: int, cached: int = 0, head_positions: Optional[int] = None) -> float:
@@ -227,3 +227,22 @@ class NonFiniteLoss(RuntimeError):
 
 
 WORKLOADS: dict[str, type[Workload]] = {"prefill": Prefill, "decode": Decode, "train": Train}
+
+
+def make_workload(point: Point, model: torch.nn.Module, inputs: Inputs, sync: Callable[[], None], engine,
+                  train: Optional[TrainConfig], dtype: torch.dtype, replicas: int = 1) -> Workload:
+    """The point's workload on ``model``. Training autocasts to ``dtype`` unless it is fp32.
+
+    ``replicas`` data-parallel copies each run this step on their own rows, so a step's
+    tokens and FLOPs are the whole job's: every replica's.
+    """
+    if point.workload == "train":
+        workload: Workload = Train(
+            model, point, inputs, sync, lr=train.lr, autocast_dtype=None if dtype == torch.float32 else dtype,
+            recompute=train.activation_checkpointing, engine=engine,
+        )
+    else:
+        workload = WORKLOADS[point.workload](model, point, inputs, sync, engine=engine)
+    workload.tokens_per_step *= replicas
+    workload.flops_per_step *= replicas
+    return workload

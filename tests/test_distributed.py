@@ -28,6 +28,7 @@ from carbonbench.distributed.parallel import Layout, layout_for
 from carbonbench.errors import ConfigError, UserError
 from carbonbench.meters.base import ComponentEnergy, Measurement, Meter
 from carbonbench.opt.card import find_card
+from carbonbench.records import PointRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
@@ -91,14 +92,14 @@ def test_a_rank_without_a_reading_adds_nothing_and_says_so():
 
 
 def test_a_point_failed_on_any_rank_failed():
-    record = {"key": "k", "status": "ok", "error": None, "peak_memory_bytes": 10}
+    record = PointRecord(key="k", status="ok", error=None, peak_memory_bytes=10)
     out = agree(record, [
         {"status": "ok", "error": None, "peak_memory_bytes": 10},
         {"status": "oom", "error": "CUDA out of memory", "peak_memory_bytes": 30},
     ])
-    assert out["status"] == "oom" and out["error"] == "rank 1: CUDA out of memory"
-    assert out["peak_memory_bytes"] == 30 and [r["rank"] for r in out["ranks"]] == [0, 1]
-    assert agree(record, [{"status": "ok", "peak_memory_bytes": 1}] * 2)["status"] == "ok"
+    assert out.status == "oom" and out.error == "rank 1: CUDA out of memory"
+    assert out.peak_memory_bytes == 30 and [r["rank"] for r in out.ranks] == [0, 1]
+    assert agree(record, [{"status": "ok", "peak_memory_bytes": 1}] * 2).status == "ok"
 
 
 # -- layouts, scenario, launcher -------------------------------------------------------
@@ -230,7 +231,7 @@ def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None
     ids = synthetic_prompts(4, 16, card.arch.vocab_size, seed=1)
     point = sc.Point("opt-tiny", "train", 2, seq_len=16)
     layout = Layout("fsdp", dp=world, dp_rank=rank)
-    model = build_model("opt-tiny", layout, ctx, torch.float32, seed=0)
+    model = build_model(card, layout, ctx, torch.float32, seed=0)
     train = Train(model, point, Inputs(layout.local_rows(ids)), lambda: None, lr=1e-3, autocast_dtype=None, recompute=True)
     losses = []
     for _ in range(5):
@@ -251,7 +252,7 @@ def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None
 
     # Tensor-parallel inference: logits of a forward, a prefill and decode steps.
     tp_layout = Layout("tp", dp=1, tp=world)
-    tp_model = build_model("opt-tiny", tp_layout, ctx, torch.float32, seed=0).eval()
+    tp_model = build_model(card, tp_layout, ctx, torch.float32, seed=0).eval()
     ref = load("opt-tiny", dtype=torch.float32, seed=0).eval()
     prompt = synthetic_prompts(2, 8, card.arch.vocab_size, seed=2)
     diffs = {}

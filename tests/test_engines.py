@@ -18,7 +18,7 @@ from carbonbench.opt.card import Architecture
 from carbonbench.opt.model import PAD_ID
 from carbonbench.opt.tokenizer import synthetic_prompts
 from carbonbench.runner import Runner
-from carbonbench.scenario import EngineConfig, Point
+from carbonbench.scenario import EngineConfig, ModelEntry, Point
 from carbonbench.workloads import Decode, Inputs, Train
 from conftest import ROOT
 
@@ -41,9 +41,9 @@ def decode_only(path):
 @pytest.mark.parametrize("name", list(ENGINES))
 def test_each_engine_runs_every_workload_and_is_recorded(tiny_scenario, tmp_path, name):
     outcome = run(tiny_scenario(f"engine: {name}\n"), tmp_path / "out")
-    assert [(p["workload"], p["status"]) for p in outcome.run["points"]] == [
+    assert [(p.workload, p.status) for p in outcome.run.points] == [
         ("prefill", "ok"), ("decode", "ok"), ("train", "ok")]
-    assert outcome.run["engine"]["name"] == name
+    assert outcome.run.engine["name"] == name
     df = results.load(tmp_path / "out")
     assert set(df["engine"]) == {name}
     static = "true" if name == "native" else "false"  # transformers: DynamicCache, q/k/v unfused
@@ -85,7 +85,7 @@ def test_engines_give_the_same_greedy_tokens_and_losses_from_one_checkpoint(chec
     tokens, losses = {}, {}
     for name, options in VARIANTS:
         engine = make_engine(EngineConfig(name=name, **options), "cpu")
-        model = engine.load(str(checkpoint), "cpu", torch.float32, seed=0).eval()
+        model = engine.load(ModelEntry.of(str(checkpoint)), "cpu", torch.float32, seed=0).eval()
         for padded in (False, True):
             decode = Decode(model, point, Inputs(ids, mask if padded else None), lambda: None, engine=engine)
             decode.step()
@@ -110,7 +110,7 @@ def test_engines_give_the_same_greedy_tokens_and_losses_from_one_checkpoint(chec
 def test_transformers_engine_matches_the_hf_generate_it_stands_for(checkpoint):
     ids, mask = prompts()
     engine = make_engine("transformers", "cpu")
-    model = engine.load(str(checkpoint), "cpu", torch.float32, seed=0).eval()
+    model = engine.load(ModelEntry.of(str(checkpoint)), "cpu", torch.float32, seed=0).eval()
     decode = Decode(model, Point("m", "decode", 3, prompt_tokens=PROMPT, new_tokens=NEW), Inputs(ids, mask),
                     lambda: None, engine=engine)
     decode.step()
@@ -152,12 +152,12 @@ def test_compiled_engine_compiles_in_the_warm_up_and_never_in_a_window(tiny_scen
     # "eager": dynamo traces and guards as with inductor, minus code generation (fast).
     monkeypatch.setenv("CARBONBENCH_COMPILE_BACKEND", "eager")
     outcome = run(decode_only(tiny_scenario("engine: {compile: true}\n")), tmp_path / "out")
-    (point,) = outcome.run["points"]
-    assert point["status"] == "ok", point["error"]
-    warmup = point["warmup"]
+    (point,) = outcome.run.points
+    assert point.status == "ok", point.error
+    warmup = point.warmup
     assert warmup["steps"] >= 3 and warmup["compile_s"] > 0 and warmup["first_step_s"] > warmup["steady_step_s"]
-    assert outcome.run["engine"]["options"]["compile"] is True
-    assert outcome.run["engine"]["compile_backend"] == "eager"
+    assert outcome.run.engine["options"]["compile"] is True
+    assert outcome.run.engine["compile_backend"] == "eager"
 
     # Sealed (as in a window), a new shape is an error, not a silent compile; unsealed, fine.
     engine = make_engine(EngineConfig(compile=True), "cpu")
@@ -257,11 +257,11 @@ def test_without_transformers_choosing_it_is_one_line(tiny_scenario, tmp_path, m
 def test_cuda_options_on_a_cpu_are_dropped_with_a_note(tiny_scenario, tmp_path):
     path = decode_only(tiny_scenario("engine: {cuda_graphs: true, sdpa_backend: efficient}\n"))  # device: auto
     outcome = run(path, tmp_path / "out", device="cpu")
-    assert all(p["status"] == "ok" for p in outcome.run["points"])
-    options = outcome.run["engine"]["options"]
+    assert all(p.status == "ok" for p in outcome.run.points)
+    options = outcome.run.engine["options"]
     assert options["cuda_graphs"] is False and options["sdpa_backend"] == "auto"
-    assert any("engine.cuda_graphs ignored" in w for w in outcome.run["warnings"])
-    assert any("engine.sdpa_backend 'efficient' ignored" in w for w in outcome.run["warnings"])
+    assert any("engine.cuda_graphs ignored" in w for w in outcome.run.warnings)
+    assert any("engine.sdpa_backend 'efficient' ignored" in w for w in outcome.run.warnings)
 
 
 def test_benchmark_scenarios():

@@ -13,7 +13,7 @@ from carbonbench.opt.card import Architecture
 from carbonbench.opt.model import PAD_ID
 from carbonbench.opt.tokenizer import synthetic_prompts
 from carbonbench.runner import Runner
-from carbonbench.scenario import EngineConfig, Point
+from carbonbench.scenario import EngineConfig, ModelEntry, Point
 from carbonbench.workloads import Inputs, Train
 
 VOCAB, PROMPT, NEW = 300, 10, 8
@@ -121,7 +121,7 @@ def test_engine_training_with_fused_adamw_updates_the_fused_weight():
     models, losses = {}, {}
     for fused in (False, True):
         engine = make_engine(EngineConfig(fused_qkv=fused), "cpu")
-        model = engine.load("opt-tiny", "cpu", torch.float32, seed=0)
+        model = engine.load(ModelEntry.of("opt-tiny"), "cpu", torch.float32, seed=0)
         train = Train(model, point, Inputs(ids), lambda: None, lr=LR, autocast_dtype=None, recompute=fused,
                       engine=engine)
         assert train.optimizer.defaults["fused"] is True
@@ -145,8 +145,8 @@ def test_native_engine_fuses_by_default_and_not_when_asked():
     fused = make_engine(EngineConfig(), "cpu")
     plain = make_engine(EngineConfig(fused_qkv=False), "cpu")
     assert fused.describe()["options"]["fused_qkv"] is True and plain.describe()["options"]["fused_qkv"] is False
-    a = fused.load("opt-tiny", "cpu", torch.float32, seed=0)
-    b = plain.load("opt-tiny", "cpu", torch.float32, seed=0)
+    a = fused.load(ModelEntry.of("opt-tiny"), "cpu", torch.float32, seed=0)
+    b = plain.load(ModelEntry.of("opt-tiny"), "cpu", torch.float32, seed=0)
     for layer in a.layers:
         assert layer.self_attn.fused and not hasattr(layer.self_attn, "q_proj")
         assert layer.self_attn.qkv_proj.weight.shape == (3 * 64, 64)
@@ -208,6 +208,6 @@ def test_the_run_records_fused_qkv_as_in_effect(tiny_scenario, tmp_path):
     path = tiny_scenario("engine: {fused_qkv: false}\n")
     path.write_text(path.read_text().replace("  prefill: {prompt_tokens: [16]}\n", "").replace("  train: {seq_len: [16]}\n", ""))
     outcome = Runner(sc.load(path), tmp_path / "out").run()
-    assert [p["status"] for p in outcome.run["points"]] == ["ok"]
-    assert outcome.run["engine"]["options"]["fused_qkv"] is False
-    assert not any("fused_qkv" in w for w in outcome.run["warnings"])
+    assert [p.status for p in outcome.run.points] == ["ok"]
+    assert outcome.run.engine["options"]["fused_qkv"] is False
+    assert not any("fused_qkv" in w for w in outcome.run.warnings)

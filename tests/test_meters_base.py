@@ -218,9 +218,15 @@ def test_measure_idle_gives_power_per_component():
     assert IdleBaseline.from_dict(d).power_w == idle.power_w
 
 
-def test_meterset_measure_idle_is_the_same_thing():
+def test_a_run_session_measures_idle_with_the_same_routine(tmp_path):
+    from carbonbench.distributed import Single
+    from carbonbench.records import RunRecord
+    from carbonbench.runfile import RunFile
+    from carbonbench.session import Session
+
     ms = MeterSet([ConstantMeter("gpu0", "gpu", 60.0)])
-    assert ms.measure_idle(0.01).power_w["gpu0"] == approx(60.0)
+    with Session(ms, Single(), RunFile(tmp_path / "run.json", RunRecord(run_id="r"))) as session:
+        assert session.idle(0.01).power_w["gpu0"] == approx(60.0)
 
 
 def test_active_energy_is_total_minus_idle_per_component_never_negative():

@@ -132,8 +132,8 @@ def test_the_cpu_sampler_records_utilisation_power_and_memory():
     rows = meter.timeline()
     assert len(rows) >= 3
     row = rows[-1]
-    assert set(row) == {"unix_s", "component", "power_w", "cpu_util_pct", "memory_used_bytes", "rss_bytes"}
-    assert row["component"] == "cpu" and 5.0 <= row["power_w"] <= 50.0
+    assert set(row) == {"unix_s", "component", "kind", "power_w", "cpu_util_pct", "memory_used_bytes", "rss_bytes"}
+    assert row["component"] == "cpu" and row["kind"] == "cpu" and 5.0 <= row["power_w"] <= 50.0
     assert 0.0 <= row["cpu_util_pct"] <= 100.0 and row["rss_bytes"] > 0
     assert meter.describe()["sampler"]["enabled"] is True
 

@@ -268,7 +268,7 @@ def test_the_sampler_records_power_clocks_utilisation_temperature_and_memory(fak
     rows = [r for r in meter.timeline() if "sm_clock_mhz" in r]
     assert len(rows) >= 4
     assert rows[0] == {
-        "unix_s": rows[0]["unix_s"], "component": rows[0]["component"], "power_w": rows[0]["power_w"],
+        "unix_s": rows[0]["unix_s"], "component": rows[0]["component"], "kind": "gpu", "power_w": rows[0]["power_w"],
         "sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "gpu_util_pct": 97, "mem_util_pct": 41,
         "temperature_c": 61, "memory_used_bytes": 12 * 2**30,
     }

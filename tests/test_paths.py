@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from carbonbench import scenario as sc
-from carbonbench.results import safe_name
+from carbonbench.files import safe_name
 from carbonbench.runner import Hooks, Interrupted, Runner
 
 HOSTILE_NAMES = ["../../evil", "/abs/x", "..", "a/b", "<script>alert(1)</script>", ".hidden", "a\\..\\b", "~/x", "nul\x00l"]
@@ -51,7 +51,7 @@ def test_scenario_names_cannot_escape_the_output_directory(name, tmp_path):
     scenario_file = write_scenario(tmp_path, name)
     out = sandbox / "out"
     outcome = Runner(sc.load(scenario_file), out, device="cpu").run()
-    assert outcome.run["scenario"]["name"] == name  # kept as data, only the file name is sanitised
+    assert outcome.run.scenario["name"] == name  # kept as data, only the file name is sanitised
     assert files_under(sandbox) == files_under(out)  # nothing beside out
     assert {p.name for p in tmp_path.iterdir()} == {"deep", "s.yaml"}  # nothing above it
     assert {p.name for p in (tmp_path / "deep").iterdir()} == {"sandbox"}
@@ -82,11 +82,11 @@ def test_a_resumed_result_file_cannot_redirect_the_timeline(tmp_path):
         run_file.write_text(json.dumps(run))
         outcome = Runner(two_points, out, device="cpu", resume=True).run()
         assert outcome.path == run_file
-        assert outcome.run["status"] == "complete"
+        assert outcome.run.status == "complete"
         assert not (tmp_path / "escaped.csv").exists()
         assert not Path("/tmp/carbonbench-escaped.csv").exists()
         assert_inside(files_under(tmp_path / "sandbox"), out)
-        assert (out / outcome.run["timeline_file"]).is_file()
+        assert (out / outcome.run.timeline_file).is_file()
         run = json.loads(run_file.read_text())
         run["status"], run["points"] = "interrupted", run["points"][:1]
 

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbonbench import results
+from carbonbench import records, results, runfile
 from carbonbench import scenario as sc
 from carbonbench.errors import ConfigError
 
@@ -141,7 +141,7 @@ def make_run(points: list[dict], carbon_section: dict) -> dict:
         run_points.append({"key": f"m{i}/{p['workload']}", "model": f"m{i}", "workload": p["workload"],
                            "batch_size": p["batch_size"], **sizes, "status": p["status"], "error": p["error"],
                            "repeats": reps})
-    return {"schema": results.SCHEMA, "schema_version": results.SCHEMA_VERSION, "run_id": "prop",
+    return {"schema": records.SCHEMA, "schema_version": records.SCHEMA_VERSION, "run_id": "prop",
             "status": "complete", "scenario": {"name": "prop", "carbon": carbon_section}, "points": run_points}
 
 
@@ -163,7 +163,7 @@ def rows_by_key(df) -> dict:
 def test_results_round_trip(workdir, points, carbon_section):
     run = make_run(points, carbon_section)
     path = workdir / "run.json"
-    results.write_run(path, run)
+    runfile.write_run(path, run)
     for derive in (False, True):
         df = results.load(path, derive=derive)
         assert len(df) == sum(max(len(p["repeats"]), 1) for p in run["points"])

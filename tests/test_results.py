@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from carbonbench import results
+from carbonbench import files, results
 from carbonbench import scenario as sc
 from carbonbench.errors import ResultsError
 from carbonbench.runner import Runner
@@ -84,14 +84,14 @@ def test_skip_damaged_files_with_a_warning(run_dir, tmp_path):
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
-    results.atomic_write_text(target, "old")
+    files.atomic_write_text(target, "old")
 
     def fail(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        results.atomic_write_text(target, "new")
+        files.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["r.json"]
 
@@ -101,4 +101,4 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     ("..", "run"), ("ok-name_1.2", "ok-name_1.2"),
 ])
 def test_safe_name_cannot_escape(text, expected):
-    assert results.safe_name(text) == expected
+    assert files.safe_name(text) == expected

@@ -43,7 +43,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tiny_scenario, tmp_pa
 
     monkeypatch.setattr(Prefill, "step", boom)
     outcome = run(tiny_scenario(), tmp_path / "out")
-    statuses = {p["workload"]: (p["status"], p["error"]) for p in outcome.run["points"]}
+    statuses = {p.workload: (p.status, p.error) for p in outcome.run.points}
     assert statuses["prefill"] == ("error", "RuntimeError: kernel exploded")
     assert statuses["decode"][0] == statuses["train"][0] == "ok"
     assert outcome.failed == 1
@@ -55,9 +55,9 @@ def test_out_of_memory_is_recorded(tiny_scenario, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Decode, "step", oom)
     outcome = run(tiny_scenario(), tmp_path / "out")
-    decode = [p for p in outcome.run["points"] if p["workload"] == "decode"][0]
-    assert decode["status"] == "oom" and "20.00 GiB" in decode["error"]
-    assert [p["status"] for p in outcome.run["points"] if p["workload"] != "decode"] == ["ok", "ok"]
+    decode = [p for p in outcome.run.points if p.workload == "decode"][0]
+    assert decode.status == "oom" and "20.00 GiB" in decode.error
+    assert [p.status for p in outcome.run.points if p.workload != "decode"] == ["ok", "ok"]
 
 
 def test_nan_loss_is_recorded(tiny_scenario, tmp_path, monkeypatch):
@@ -66,8 +66,8 @@ def test_nan_loss_is_recorded(tiny_scenario, tmp_path, monkeypatch):
     real = carbonbench.opt.loss_fn
     monkeypatch.setattr(carbonbench.opt, "loss_fn", lambda logits, ids: real(logits, ids) * float("nan"))
     outcome = run(tiny_scenario(), tmp_path / "out")
-    train = [p for p in outcome.run["points"] if p["workload"] == "train"][0]
-    assert train["status"] == "nan" and "non-finite" in train["error"]
+    train = [p for p in outcome.run.points if p.workload == "train"][0]
+    assert train.status == "nan" and "non-finite" in train.error
 
 
 def test_interrupt_then_resume_gives_the_same_points(tiny_scenario, tmp_path):
@@ -90,11 +90,11 @@ def test_interrupt_then_resume_gives_the_same_points(tiny_scenario, tmp_path):
     assert resumed.path == files[0]
     assert resumed.skipped == 1
     assert any("1 of 3 points already measured" in line for line in logs)
-    assert [p["key"] for p in resumed.run["points"]] == [p["key"] for p in full.run["points"]]
-    assert resumed.run["status"] == "complete"
+    assert [p.key for p in resumed.run.points] == [p.key for p in full.run.points]
+    assert resumed.run.status == "complete"
 
 
 def test_quick_shortens_windows(tiny_scenario, tmp_path):
     outcome = run(tiny_scenario(), tmp_path / "out", quick_run=True)
-    assert outcome.run["quick"] is True
-    assert outcome.run["scenario"]["measurement"]["min_seconds"] == 0.3
+    assert outcome.run.quick is True
+    assert outcome.run.scenario["measurement"]["min_seconds"] == 0.3

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from carbonbench.stats import Z_975, ci95, summarise, t_quantile_975
+from carbonbench.results import summarise
+from carbonbench.stats import Z_975, ci95, t_quantile_975
 
 # Reference t_{0.975} values (R: qt(0.975, df)).
 EXACT = {1: 12.7062047, 2: 4.3026527, 5: 2.5705818, 10: 2.2281389, 29: 2.0452296, 30: 2.0422725,

@@ -11,8 +11,9 @@ from carbonbench.errors import ResultsError
 from carbonbench.meters.base import MeterSet
 from carbonbench.meters.cpu import CpuEstimateMeter
 from carbonbench.meters.sampler import Sampler
+from carbonbench.meters.select import build_meter_set
 from carbonbench.runner import Hooks, Runner
-from carbonbench.timeline import COLUMNS, TimelineFile, label
+from carbonbench.timeline import COLUMNS, Spans, TimelineFile
 
 
 def _sampler_with(times, power=10.0):
@@ -118,10 +119,11 @@ def test_resume_refuses_a_timeline_it_cannot_continue(tmp_path, content, message
 
 
 def test_label_names_the_window_a_sample_fell_in():
-    points = [{"key": "p", "repeats": [{"repeat": 0, "start_unix_s": 10.0, "duration_s": 2.0},
-                                        {"repeat": 1, "start_unix_s": 13.0, "duration_s": 1.0}]}]
+    spans = Spans()
+    spans.add(13.0, 14.0, "p#r1")  # in any order
+    spans.add(10.0, 12.0, "p#r0")
     rows = [{"unix_s": t} for t in (9.0, 10.0, 12.0, 12.5, 13.5)]
-    assert [r["window"] for r in label(rows, points)] == ["", "p#r0", "p#r0", "", "p#r1"]
+    assert [r["window"] for r in spans.label(rows)] == ["", "p#r0", "p#r0", "", "p#r1"]
 
 
 # -- the runner -------------------------------------------------------------------------
@@ -129,24 +131,24 @@ def test_each_point_is_on_disk_when_it_is_recorded_and_the_meters_keep_little(ti
     path = tiny_scenario("  sample_interval_s: 0.01\n")
     out = tmp_path / "out"
     seen = []
-    runner = Runner(sc.load(path), out)
+    scenario = sc.load(path)
+    meters = build_meter_set("cpu", scenario.measurement)
 
     def point_done(point, record):
         (run_file,) = out.glob("*.json")
         timeline = out / json.loads(run_file.read_text())["timeline_file"]
         windows = {r["window"] for r in _read(timeline)}
-        in_memory = len(runner._live_meters.timeline())
-        seen.append((record["key"], windows, in_memory))
+        in_memory = len(meters.timeline())
+        seen.append((record.key, windows, in_memory))
 
-    runner.hooks = Hooks(point_done=point_done)
-    outcome = runner.run()
-    assert [s[0] for s in seen] == [p["key"] for p in outcome.run["points"]]
+    outcome = Runner(scenario, out, meters=meters, hooks=Hooks(point_done=point_done)).run()
+    assert [s[0] for s in seen] == [p.key for p in outcome.run.points]
     for key, windows, in_memory in seen:
         # This point's windows are in the file already, and the meters hold at most the
         # few samples taken since (0.01 s sampling; a point's windows took >= 0.1 s).
         assert {f"{key}#r0", f"{key}#r1"} <= windows
         assert in_memory < 5
-    rows = _read(out / outcome.run["timeline_file"])
+    rows = _read(out / outcome.run.timeline_file)
     times = [float(r["unix_s"]) for r in rows]
     assert len(rows) > 50 and len(set(times)) == len(times)  # every sample once
     assert not list(out.glob(".*")), "temporary files left behind"
@@ -156,10 +158,10 @@ def test_a_report_skips_the_partial_line_of_a_killed_append(tiny_scenario, tmp_p
     from carbonbench.report import load as load_report
 
     outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
-    path = outcome.path.parent / outcome.run["timeline_file"]
+    path = outcome.path.parent / outcome.run.timeline_file
     complete = len(_read(path))
     with path.open("a") as f:
-        f.write(f"{outcome.run['points'][0]['started_unix_s']},cpu,9")  # cut short: 9 of 95.2 W
+        f.write(f"{outcome.run.points[0].started_unix_s},cpu,9")  # cut short: 9 of 95.2 W
     (run,) = load_report([outcome.path]).runs
     assert len(run.timeline) == complete
     assert 9.0 not in set(run.timeline["power_w"])
@@ -171,7 +173,7 @@ def test_a_full_disk_costs_the_timeline_not_the_measurements(tiny_scenario, tmp_
 
     monkeypatch.setattr(TimelineFile, "append", full)
     outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
-    assert outcome.run["status"] == "complete"
-    assert all(p["status"] == "ok" and len(p["repeats"]) == 2 for p in outcome.run["points"])
-    warnings = [w for w in outcome.run["warnings"] if w.startswith("power timeline:")]
+    assert outcome.run.status == "complete"
+    assert all(p.status == "ok" and len(p.repeats) == 2 for p in outcome.run.points)
+    warnings = [w for w in outcome.run.warnings if w.startswith("power timeline:")]
     assert warnings == ["power timeline: [Errno 28] No space left on device"]  # said once, not per window

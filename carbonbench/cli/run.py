@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
     log(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}")
     with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr if writer else io.StringIO(),
                            item_show_func=lambda key: key or "") as bar:
-        hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record['status']}]")
+        hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record.status}]")
         try:
             outcome = _recorded(runner.run)() if dist else runner.run()
         except Interrupted as exc:
@@ -132,33 +133,31 @@ def _load_source(source: Path):
     from carbonbench import scenario as sc
 
     if source.suffix.lower() == ".json":
-        from carbonbench.results import read_run
+        from carbonbench.runfile import read_run
 
         run = read_run(source)
-        return sc.from_dict(run["scenario"], source=f"{source} (recorded scenario)")
+        return sc.from_dict(run.scenario, source=f"{source} (recorded scenario)")
     if source.suffix.lower() not in (".yaml", ".yml"):
         raise UserError(f"{source}: expected a scenario (.yaml) or a result file (.json)")
     return sc.load(source)
 
 
-def _summary(run: dict) -> None:
-    from carbonbench.results import run_rows
-
-    rows = []
-    for r in run_rows(run):
-        rows.append(r)
-    by_point: dict[tuple, list[dict]] = {}
-    for r in rows:
-        by_point.setdefault((r["model"], r["workload"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["seq_len"]), []).append(r)
+def _summary(run) -> None:
+    """The run's points, one line each, from the summaries stored with them."""
     table = []
-    for (model, workload, batch, prompt, new, seq), reps in by_point.items():
-        ok = [r for r in reps if r["status"] == "ok" and r.get("tokens")]
-        sizes = {"prefill": f"p{prompt}", "decode": f"p{prompt}+{new}", "train": f"s{seq}"}[workload]
+    for p in run.points:
+        sizes = {"prefill": f"p{p.prompt_tokens}", "decode": f"p{p.prompt_tokens}+{p.new_tokens}",
+                 "train": f"s{p.seq_len}"}.get(p.workload, "")
+        ok = [r for r in p.ok_repeats if r.tokens]
         if not ok:
-            table.append([model, workload, batch, sizes, reps[0]["status"], "", "", ""])
+            table.append([p.model, p.workload, p.batch_size, sizes, p.status, "", "", ""])
             continue
-        tps = sum(r["tokens_per_s"] for r in ok) / len(ok)
-        jpt = [r["joules_per_token"] for r in ok if r["joules_per_token"] is not None]
-        table.append([model, workload, batch, sizes, "ok", f"{tps:,.1f}",
-                      f"{sum(jpt) / len(jpt):.4g}" if jpt else "n/a", ok[0]["energy_method"]])
+        summary = p.summary or {}
+        tps, jpt = (summary.get(k, {}).get("mean") for k in ("tokens_per_s", "joules_per_token"))
+        table.append([p.model, p.workload, p.batch_size, sizes, "ok" if p.ok else p.status, _figure(tps, ",.1f"),
+                      _figure(jpt, ".4g"), ok[0].energy_method])
     print_table(["model", "workload", "batch", "sizes", "status", "tokens/s", "J/token", "energy method"], table)
+
+
+def _figure(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"

@@ -3,8 +3,8 @@
 - ``launch``: ``carbonbench run --nproc-per-node N`` runs torchrun in-process; failures
   come back as one message naming the rank.
 - ``context``: each worker's view of the job (rank, device, nodes), the process group
-  with a bounded timeout, and the runner's few collectives. ``SINGLE`` stands in for it
-  on one process.
+  with a bounded timeout, and the runner's few collectives. ``Single`` stands in for it
+  on one process; both keep the ``Job`` protocol.
 - ``parallel``: per point, FSDP2 for training, tensor parallelism or replicas for
   inference, and the model wrapped to match.
 - ``aggregate``: every rank's window summed into one measurement, CPU and DRAM counted
@@ -14,12 +14,13 @@ See docs/distributed.md.
 """
 
 from carbonbench.distributed.context import (
-    SINGLE,
     DistContext,
     DistributedFailure,
-    RankInfo,
+    Job,
+    Single,
     init_from_env,
     launched_by_torchrun,
 )
+from carbonbench.distributed.ranks import RankInfo
 
-__all__ = ["SINGLE", "DistContext", "DistributedFailure", "RankInfo", "init_from_env", "launched_by_torchrun"]
+__all__ = ["DistContext", "DistributedFailure", "Job", "RankInfo", "Single", "init_from_env", "launched_by_torchrun"]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
-from carbonbench.distributed.context import RankInfo
+from carbonbench.distributed.ranks import RankInfo
 from carbonbench.meters.base import ComponentEnergy, Measurement
+from carbonbench.records import PointRecord
 
 NODE_COMPONENT_KINDS = ("cpu", "dram")
 
@@ -90,19 +91,12 @@ def rename_timeline(rows: Sequence[dict], info: RankInfo) -> list[dict]:
     """A rank's power samples with components named as in ``combine`` (and the same ones dropped)."""
     out = []
     for row in rows:
-        kind = row.get("kind") or _kind_of(str(row.get("component", "")))
+        kind = row.get("kind") or "other"
         probe = ComponentEnergy(str(row.get("component", "")), kind, None, "none", "")
         renamed = _rename(probe, info)
         if renamed is not None:
             out.append({**row, "component": renamed.component, "rank": info.rank})
     return out
-
-
-def _kind_of(component: str) -> str:
-    for kind in ("gpu", "dram", "cpu"):
-        if component.startswith(kind):
-            return kind
-    return "other"
 
 
 def _other_gpu(component: str, device: str) -> bool:
@@ -111,21 +105,21 @@ def _other_gpu(component: str, device: str) -> bool:
     return component[3:] != device.split(":", 1)[1]
 
 
-def agree(record: dict, per_rank: Sequence[dict]) -> dict:
+def agree(record: PointRecord, per_rank: Sequence[dict]) -> PointRecord:
     """A point's record on rank 0, with every rank's status: failed anywhere means failed.
 
     The first failing rank's status and error are kept, prefixed with the rank; peak
     memory is the largest over ranks.
     """
-    out = dict(record)
+    out = dataclasses.replace(record)
     failed = [(r, s) for r, s in enumerate(per_rank) if s.get("status") != "ok"]
     if failed:
         rank, s = failed[0]
-        out["status"] = s["status"]
-        out["error"] = f"rank {rank}: {s.get('error')}"
+        out.status = s["status"]
+        out.error = f"rank {rank}: {s.get('error')}"
     peaks = [s["peak_memory_bytes"] for s in per_rank if s.get("peak_memory_bytes") is not None]
-    out["peak_memory_bytes"] = max(peaks) if peaks else None
-    out["ranks"] = [{"rank": r, **s} for r, s in enumerate(per_rank)]
+    out.peak_memory_bytes = max(peaks) if peaks else None
+    out.ranks = [{"rank": r, **s} for r, s in enumerate(per_rank)]
     return out
 
 

@@ -6,8 +6,8 @@ it is in environment variables: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 into a ``DistContext``: the process group (NCCL on CUDA, gloo on the CPU) with a bounded
 timeout, this rank's device, and the job's topology.
 
-A run on one process gets ``SINGLE`` instead, a null object whose collectives do
-nothing, so the runner has no ``if distributed:`` branches.
+A run on one process gets ``Single`` instead, a null object whose collectives do
+nothing; both keep the ``Job`` protocol, so the runner has no ``if distributed:`` branches.
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ import os
 import pickle
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import torch
 
+from carbonbench.distributed import aggregate
+from carbonbench.distributed.launch import maybe_inject_fault
+from carbonbench.distributed.ranks import RankInfo, topology
 from carbonbench.errors import UserError
 from carbonbench.meters.base import Measurement, MeterSet
+from carbonbench.records import PointRecord, RunRecord
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEFAULT_TIMEOUT_S = 300.0
@@ -41,29 +45,66 @@ def launched_by_torchrun(environ=os.environ) -> bool:
     return all(k in environ for k in ENV_VARS)
 
 
-@dataclass(frozen=True)
-class RankInfo:
-    """One process of the job, as every rank sees it after the topology exchange."""
+class Job(Protocol):
+    """What the runner needs of the processes it runs in: one (``Single``) or a torchrun
+    job (``DistContext``). Collectives must be called by every rank in the same order."""
 
+    distributed: bool
+    device: torch.device
     rank: int
-    local_rank: int
-    node: int  # index of the host in the job, 0..nnodes-1 (by first rank on it)
-    hostname: str
-    device: str  # e.g. "cuda:3" or "cpu"
-    node_leader: bool  # the lowest rank on its host: it alone meters CPU and DRAM
+    world_size: int
+    is_writer: bool  # writes the run file (rank 0)
+    node_leader: bool  # meters this host's CPU and DRAM
+    spools_per_window: bool  # timeline drains are cheap enough for every window (no collective)
+
+    def gpu_indices(self) -> Optional[list[int]]: ...
+    def fingerprint_device(self, device_name: str) -> str: ...
+    def annotate(self, run: RunRecord) -> None: ...
+    def annotate_meters(self, run: RunRecord) -> None: ...
+    def describe_layout(self, layout: Any, batch_size: int) -> Optional[dict]: ...
+    def filter_meters(self, meters: MeterSet) -> MeterSet: ...
+    def barrier(self) -> None: ...
+    def all_done(self, done: bool) -> bool: ...
+    def broadcast(self, obj: Any) -> Any: ...
+    def all_gather(self, obj: Any) -> list[Any]: ...
+    def drain_timeline(self, meters: MeterSet) -> list[dict]: ...
+    def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]: ...
+    def agree(self, record: PointRecord) -> PointRecord: ...
+    def mark(self, label: str) -> None: ...
+    def close(self) -> None: ...
 
 
 class Single:
-    """The null context: one process, no collectives, nothing renamed."""
+    """The null job: one process on ``device``, no collectives, nothing renamed."""
 
     distributed = False
     rank = 0
     world_size = 1
     local_rank = 0
+    nnodes = 1
     is_writer = True
     node_leader = True
+    spools_per_window = True
     ranks: tuple[RankInfo, ...] = ()
     timeout_s = DEFAULT_TIMEOUT_S
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+
+    def gpu_indices(self) -> Optional[list[int]]:
+        return None  # every GPU CUDA can see: each draws power whether or not this run uses it
+
+    def fingerprint_device(self, device_name: str) -> str:
+        return f"{self.device.type}:{device_name}"
+
+    def annotate(self, run: RunRecord) -> None:
+        pass
+
+    def annotate_meters(self, run: RunRecord) -> None:
+        pass
+
+    def describe_layout(self, layout: Any, batch_size: int) -> Optional[dict]:
+        return None
 
     def filter_meters(self, meters: MeterSet) -> MeterSet:
         return meters
@@ -86,11 +127,14 @@ class Single:
     def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]:
         return meas, None
 
-    def agree(self, record: dict) -> dict:
+    def agree(self, record: PointRecord) -> PointRecord:
         return record
 
     def mark(self, label: str) -> None:
         pass
+
+    def nodes(self) -> list[dict]:
+        return []
 
     def describe(self) -> Optional[dict]:
         return None
@@ -99,13 +143,13 @@ class Single:
         pass
 
 
-SINGLE = Single()
-
-
 class DistContext:
     """This rank's view of a torch.distributed job started by torchrun."""
 
     distributed = True
+    # A drain is a collective: once per point, when it is recorded, keeps the ranks'
+    # sequence of collectives short and the same.
+    spools_per_window = False
 
     def __init__(self, rank: int, world_size: int, local_rank: int, local_world_size: int,
                  device: torch.device, backend: str, timeout_s: float, ranks: Sequence[RankInfo]):
@@ -138,6 +182,29 @@ class DistContext:
             node["ranks"].append(r.rank)
             node["devices"].append(r.device)
         return [out[k] for k in sorted(out)]
+
+    def gpu_indices(self) -> Optional[list[int]]:
+        """A rank meters the GPU it drives, no other."""
+        return [self.device.index] if self.device.type == "cuda" else None
+
+    def fingerprint_device(self, device_name: str) -> str:
+        return f"{self.device.type}:{device_name} x{self.world_size}"
+
+    def annotate(self, run: RunRecord) -> None:
+        """The job's shape, in a new run record."""
+        run.world_size = self.world_size
+        run.nodes = self.nodes()
+        run.distributed = self.describe()
+        if self.nnodes > 1 and (run.scenario.get("measurement") or {}).get("codecarbon", True):
+            run.warnings.append("codecarbon runs on rank 0 only: its figures cover node 0, not the whole job")
+
+    def annotate_meters(self, run: RunRecord) -> None:
+        """Every rank's meters (a collective)."""
+        run.distributed = {**(run.distributed or self.describe()), "meters_by_rank": self.all_gather(run.meters)}
+
+    def describe_layout(self, layout: Any, batch_size: int) -> Optional[dict]:
+        """How a point spread over the ranks (carbonbench.distributed.parallel.Layout)."""
+        return {**layout.as_dict(), "global_batch_size": batch_size * layout.dp}
 
     def describe(self) -> dict:
         return {
@@ -172,17 +239,13 @@ class DistContext:
 
     def combine(self, meas: Measurement, extra: Optional[dict] = None) -> tuple[Measurement, Optional[dict]]:
         """Every rank's window, summed into one on rank 0 (other ranks get theirs back)."""
-        from carbonbench.distributed.aggregate import combine
-
         gathered = self._all_gather((meas, extra or {}))
-        return combine([g[0] for g in gathered], self.ranks, [g[1] for g in gathered])
+        return aggregate.combine([g[0] for g in gathered], self.ranks, [g[1] for g in gathered])
 
-    def agree(self, record: dict) -> dict:
+    def agree(self, record: PointRecord) -> PointRecord:
         """A point failed if it failed on any rank; the first failing rank's error is kept."""
-        from carbonbench.distributed.aggregate import agree
-
-        mine = {k: record.get(k) for k in ("status", "error", "peak_memory_bytes")}
-        return agree(record, self._all_gather(mine))
+        mine = {"status": record.status, "error": record.error, "peak_memory_bytes": record.peak_memory_bytes}
+        return aggregate.agree(record, self._all_gather(mine))
 
     # -- collectives --------------------------------------------------------------------
     def barrier(self) -> None:
@@ -201,10 +264,8 @@ class DistContext:
     def drain_timeline(self, meters: MeterSet) -> list[dict]:
         """Every rank's power samples since the last call, components renamed as in
         ``combine``, time-ordered; each rank's meters forget them (see MeterSet.drain_timeline)."""
-        from carbonbench.distributed.aggregate import rename_timeline
-
         gathered = self._all_gather(meters.drain_timeline())
-        rows = [row for info, mine in zip(self.ranks, gathered) for row in rename_timeline(mine, info)]
+        rows = [row for info, mine in zip(self.ranks, gathered) for row in aggregate.rename_timeline(mine, info)]
         return sorted(rows, key=lambda r: r["unix_s"])
 
     def broadcast(self, obj: Any) -> Any:
@@ -227,8 +288,6 @@ class DistContext:
     # -- naming the rank that hangs -----------------------------------------------------
     def mark(self, label: str) -> None:
         """Note where this rank is (a window's label), for the message if a peer hangs."""
-        from carbonbench.distributed.launch import maybe_inject_fault
-
         store = self._get_store()
         if store is not None:
             try:
@@ -315,20 +374,3 @@ def init_from_env(device_type: str, timeout_s: float = DEFAULT_TIMEOUT_S, enviro
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, mine)
     return DistContext(rank, world, local_rank, local_world, device, backend, timeout_s, topology(gathered))
-
-
-def topology(gathered: Sequence[tuple]) -> list[RankInfo]:
-    """RankInfo for (rank, local_rank, group_rank, hostname, device) tuples, in rank order.
-
-    A node is a host: the lowest rank on each hostname leads it (meters CPU and DRAM),
-    even when two torchrun agents share one host.
-    """
-    rows = sorted(gathered, key=lambda g: g[0])
-    node_of: dict[str, int] = {}
-    out = []
-    for rank, local_rank, _group, host, device in rows:
-        leader = host not in node_of
-        if leader:
-            node_of[host] = len(node_of)
-        out.append(RankInfo(rank, local_rank, node_of[host], host, device, leader))
-    return out

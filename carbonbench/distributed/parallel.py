@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
 import torch
+from torch import nn
 
+from carbonbench import plan
 from carbonbench.errors import ModelTooLargeError, UserError
+from carbonbench.opt import available_bytes, build, load_card
+from carbonbench.opt.card import Card
+from carbonbench.opt.model import INIT_STD
 
 Mode = Literal["single", "fsdp", "tp", "replicate"]
 MEMORY_RESERVE = 0.10  # as carbonbench.plan: CUDA context, fragmentation, workspaces
@@ -73,8 +78,9 @@ SINGLE_LAYOUT = Layout("single")
 
 
 # -- choosing a layout ---------------------------------------------------------------------
-def plan_layouts(points: Sequence, parallel, ctx, dtype: torch.dtype, entries: dict) -> dict[str, Layout]:
-    """The layout of every point, decided on rank 0 and shared, so all ranks agree."""
+def plan_layouts(points: Sequence, parallel, ctx, dtype: torch.dtype, cards: dict[str, Card]) -> dict[str, Layout]:
+    """The layout of every point (``cards``: each model label's card), decided on rank 0
+    and shared, so all ranks agree."""
     if not ctx.distributed:
         return {p.key: SINGLE_LAYOUT for p in points}
     if ctx.world_size > 1 and parallel.strategy == "none":
@@ -84,7 +90,7 @@ def plan_layouts(points: Sequence, parallel, ctx, dtype: torch.dtype, entries: d
         )
     decided = None
     if ctx.rank == 0:
-        decided = {p.key: _decide(p, parallel, ctx, dtype, entries[p.model]) for p in points}
+        decided = {p.key: _decide(p, parallel, ctx, dtype, cards[p.model]) for p in points}
     decided = ctx.broadcast(decided)
     for lay in decided.values():
         if isinstance(lay, UserError):
@@ -92,9 +98,9 @@ def plan_layouts(points: Sequence, parallel, ctx, dtype: torch.dtype, entries: d
     return {key: dataclasses.replace(lay, dp_rank=ctx.rank // lay.tp) for key, lay in decided.items()}
 
 
-def _decide(point, parallel, ctx, dtype: torch.dtype, entry: str):
+def _decide(point, parallel, ctx, dtype: torch.dtype, card: Card):
     try:
-        return layout_for(point, parallel, ctx.world_size, ctx.local_world_size, _card(entry), dtype, _free_bytes(ctx))
+        return layout_for(point, parallel, ctx.world_size, ctx.local_world_size, card, dtype, _free_bytes(ctx))
     except UserError as exc:
         return exc  # raised on every rank after the broadcast
 
@@ -152,47 +158,31 @@ def _tp_layout(card, world: int, tp: int, reason: str) -> Layout:
 def devices_needed(card, dtype: torch.dtype, point, free_bytes: int) -> int:
     """Devices whose free memory holds the point's weights, KV cache and activations."""
     name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
-    try:
-        from carbonbench import plan
-
-        length = point.prompt_tokens + point.new_tokens
-        need = (plan.weights_bytes(card, name)
-                + plan.kv_cache_bytes(card, name, point.batch_size, length)
-                + plan.inference_activations_bytes(card, name, point.batch_size, max(point.prompt_tokens, 1)))
-    except ImportError:  # the planner is optional here: weights alone
-        need = card.param_count() * dtype.itemsize
+    length = point.prompt_tokens + point.new_tokens
+    need = (plan.weights_bytes(card, name)
+            + plan.kv_cache_bytes(card, name, point.batch_size, length)
+            + plan.inference_activations_bytes(card, name, point.batch_size, max(point.prompt_tokens, 1)))
     usable = max(free_bytes * (1 - MEMORY_RESERVE), 1)
     return max(1, math.ceil(need / usable))
 
 
 def _free_bytes(ctx) -> int:
-    from carbonbench.opt import available_bytes
-
     free = available_bytes(ctx.device)
     # Ranks on one host share its memory when they compute on the CPU.
     return free // ctx.local_world_size if ctx.device.type == "cpu" else free
 
 
-def _card(entry: str):
-    from carbonbench.scenario import model_card
-
-    return model_card(entry)
-
-
 # -- building the model ---------------------------------------------------------------------
-def build_model(entry: str, layout: Layout, ctx, dtype: torch.dtype, seed: int,
+def build_model(card: Card, layout: Layout, ctx, dtype: torch.dtype, seed: int,
                 param_dtype: Optional[torch.dtype] = None):
     """The model for a layout on this rank: loaded whole then sharded when its weights fit
     on one device (every rank starts from the same weights), else built on the meta
     device, sharded, and only this rank's shards allocated and randomly initialised."""
-    from carbonbench.opt import load
-
     if layout.mode in ("single", "replicate"):
-        return load(entry, device=ctx.device, dtype=dtype, seed=seed)
-    card = _card(entry)
+        return load_card(card, device=ctx.device, dtype=dtype, seed=seed)
     whole_fits = ctx.broadcast(card.param_count() * dtype.itemsize <= _free_bytes(ctx) * (1 - MEMORY_RESERVE))
     if whole_fits:
-        model = load(entry, device=ctx.device, dtype=dtype, seed=seed)
+        model = load_card(card, device=ctx.device, dtype=dtype, seed=seed)
         shard(model, layout, ctx, param_dtype)
         return model
     if card.checkpoint:
@@ -205,8 +195,6 @@ def build_model(entry: str, layout: Layout, ctx, dtype: torch.dtype, seed: int,
 
 def build_sharded(card, layout: Layout, ctx, dtype: torch.dtype, seed: int, param_dtype: Optional[torch.dtype] = None):
     """Meta model -> sharded -> this rank's shards allocated and initialised (OPT init)."""
-    from carbonbench.opt import build
-
     model = build(card.arch, device="meta", dtype=dtype, name=card.name)
     shard(model, layout, ctx, param_dtype)
     model.to_empty(device=ctx.device)
@@ -246,20 +234,17 @@ def apply_tp(model, tp_mesh) -> None:
         # cut across the q|k|v boundary. build_model never fuses.
         raise ValueError("tensor parallelism needs separate q/k/v projections (a model without fuse_qkv)")
     style = {"colwise": ColwiseParallel, "rowwise": RowwiseParallel}
-    plan = {name: style[kind]() for name, kind in TP_PLAN_DOC.items()}
+    tp_plan = {name: style[kind]() for name, kind in TP_PLAN_DOC.items()}
     for layer in model.layers:
-        parallelize_module(layer, tp_mesh, plan)
+        parallelize_module(layer, tp_mesh, tp_plan)
     model.local_heads = arch.n_heads // tp
 
 
 @torch.no_grad()
 def init_sharded(model, seed: int) -> None:
     """OPT's initialisation on (possibly sharded) parameters; DTensor keeps it consistent
-    across ranks. Costs do not depend on weight values, so the padding row is left as drawn."""
-    from torch import nn
-
-    from carbonbench.opt.model import INIT_STD
-
+    across ranks. The padding row is left as drawn: one row of random weights changes no
+    FLOP count and no shape."""
     torch.manual_seed(seed)
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):

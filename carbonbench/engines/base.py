@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from carbonbench.scenario import CUDA_ONLY_SDPA, EngineConfig
+from carbonbench.scenario import CUDA_ONLY_SDPA, EngineConfig, ModelEntry
 
 # torch.compile's backend; "aot_eager" or "eager" trace without generating code, for
 # bisecting a compile problem (and for fast tests). Unset: inductor.
@@ -87,8 +87,8 @@ class Engine(ABC):
 
     # -- the model --------------------------------------------------------------------
     @abstractmethod
-    def load(self, entry: str, device, dtype: torch.dtype, seed: int) -> nn.Module:
-        """The model named by a card name, card file or checkpoint directory. It has
+    def load(self, entry: ModelEntry, device, dtype: torch.dtype, seed: int) -> nn.Module:
+        """The model of a scenario's entry (its card: random weights or a checkpoint). It has
         ``.arch`` (an Architecture), ``.parameters()``, ``train()``/``eval()`` and a
         settable ``gradient_checkpointing``."""
 

@@ -141,9 +141,8 @@ class TransformersEngine(Engine):
         from transformers import OPTForCausalLM
 
         from carbonbench.opt import _resolve, available_bytes
-        from carbonbench.scenario import model_card
 
-        card = model_card(entry)
+        card = entry.card
         arch = card.architecture
         device = _resolve(device)
         needed, free = arch.param_count() * dtype.itemsize, available_bytes(device)

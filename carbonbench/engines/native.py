@@ -45,7 +45,7 @@ class NativeEngine(Engine):
         self._compiled_step = None
 
     def load(self, entry, device, dtype, seed):
-        model = opt.load(entry, device=device, dtype=dtype, seed=seed)
+        model = opt.load_card(entry.card, device=device, dtype=dtype, seed=seed)
         # Before any optimizer or compiled graph sees the parameters.
         return model.fuse_qkv() if self.config.fused_qkv else model
 

@@ -30,7 +30,8 @@ class ComponentEnergy:
     method: Method
     meter: str  # the meter that produced it, e.g. "nvml", "rapl", "cpu-estimate"
     # Sampled power integrated over the same window, kept next to a counter figure so the
-    # two can be compared (they agree within ~1% on steady loads, not on bursty ones).
+    # two can be compared on the hardware that ran (benchmarks/gpu_check.py measures how
+    # far apart they are); on short or bursty windows the samples miss what falls between them.
     integrated_j: Optional[float] = None
 
 
@@ -233,12 +234,6 @@ class MeterSet:
             self.cancel_window(label)
             raise
         self.end_window(label)
-
-    def measure_idle(self, seconds: float):
-        """Idle power of every component over ``seconds``; see carbonbench.meters.idle."""
-        from carbonbench.meters.idle import measure_idle
-
-        return measure_idle(self, seconds)
 
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe() for m in self.meters]

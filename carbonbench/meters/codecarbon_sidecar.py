@@ -28,7 +28,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from carbonbench.carbon import CarbonConfig
+from carbonbench.settings import CarbonConfig
 
 KWH_TO_J = 3.6e6
 KG_TO_G = 1000.0

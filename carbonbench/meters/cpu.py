@@ -179,6 +179,7 @@ class CpuEstimateMeter(SampledMeter):
         return [{
             "unix_s": now,
             "component": "cpu",
+            "kind": "cpu",
             "power_w": self.power_w(util),
             "cpu_util_pct": 100.0 * util,
             "memory_used_bytes": psutil.virtual_memory().used,

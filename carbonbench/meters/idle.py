@@ -77,10 +77,14 @@ class IdleBaseline:
         }
 
 
-def measure_idle(meter_set, seconds: float, label: str = "idle-baseline") -> IdleBaseline:
-    """Sleep for ``seconds`` inside a window of ``meter_set`` and return the idle powers."""
+def measure_idle(meters, seconds: float, label: str = "idle-baseline") -> IdleBaseline:
+    """Sleep for ``seconds`` inside a window and return the idle powers.
+
+    ``meters`` is anything with ``window(label)`` whose handle holds the ``measurement``
+    after the block: a MeterSet, or a run's Session (which sums the window over ranks).
+    """
     if seconds <= 0:
         raise ValueError(f"idle baseline needs a positive duration (got {seconds})")
-    with meter_set.window(label) as w:
+    with meters.window(label) as w:
         time.sleep(seconds)
     return IdleBaseline.from_measurement(w.measurement)

@@ -321,14 +321,15 @@ class NvmlMeter(SampledMeter):
     def _edge_rows(self) -> list[dict[str, Any]]:
         rows = []
         for gpu in self.gpus:
-            rows.append({"unix_s": time.time(), "component": gpu.component, "power_w": self._power_w(gpu)})
+            rows.append({"unix_s": time.time(), "component": gpu.component, "kind": "gpu", "power_w": self._power_w(gpu)})
         return rows
 
     def _sample_all(self) -> list[dict[str, Any]]:
         return [self._sample(gpu) for gpu in self.gpus]
 
     def _sample(self, gpu: Gpu) -> dict[str, Any]:
-        row: dict[str, Any] = {"unix_s": time.time(), "component": gpu.component, "power_w": self._power_w(gpu)}
+        row: dict[str, Any] = {"unix_s": time.time(), "component": gpu.component, "kind": "gpu",
+                               "power_w": self._power_w(gpu)}
         h = gpu.handle
         reads = {
             "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),

@@ -168,7 +168,7 @@ class RaplMeter(SampledMeter):
             return []
         dt = now - prev[0]
         return [
-            {"unix_s": now, "component": d.component, "power_w": (t - p) / 1e6 / dt}
+            {"unix_s": now, "component": d.component, "kind": d.kind, "power_w": (t - p) / 1e6 / dt}
             for d, t, p in zip(self.domains, totals, prev[1])
         ]
 

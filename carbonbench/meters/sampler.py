@@ -24,6 +24,7 @@ from carbonbench.meters.base import Meter
 TIMELINE_COLUMNS = (
     "unix_s",
     "component",
+    "kind",  # gpu, cpu or dram: what the component is, so no reader guesses it from the name
     "power_w",
     "sm_clock_mhz",
     "mem_clock_mhz",

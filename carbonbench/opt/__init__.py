@@ -14,7 +14,7 @@ import psutil
 import torch
 
 from carbonbench.errors import CheckpointError, ModelTooLargeError, UserError
-from carbonbench.opt.card import Architecture, find_card
+from carbonbench.opt.card import Architecture, Card, find_card
 from carbonbench.opt.checkpoint import arch_from_hf_config, load_into, read_state_dict
 from carbonbench.opt.model import (
     OPT,
@@ -37,6 +37,7 @@ __all__ = [
     "generate",
     "init_weights",
     "load",
+    "load_card",
     "loss_fn",
     "prefill",
 ]
@@ -55,7 +56,11 @@ def load(
     path = Path(name_or_path)
     if path.is_dir():
         return _from_checkpoint(path, None, path.name, device, dtype)
-    card = find_card(name_or_path)
+    return load_card(find_card(name_or_path), device, dtype, seed)
+
+
+def load_card(card: Card, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> OPT:
+    """The model a card describes: its checkpoint's weights, or random ones drawn with seed."""
     if card.checkpoint:
         return _from_checkpoint(Path(card.checkpoint), card.arch, card.name, device, dtype)
     return build(card.arch, device, dtype, seed, name=card.name)

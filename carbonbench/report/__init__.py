@@ -17,6 +17,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Iterable, Optional
 
+from carbonbench.files import atomic_write_text, safe_name
 from carbonbench.report.data import ReportData, load
 
 REPORTS_DIR = Path("reports")
@@ -26,9 +27,7 @@ __all__ = ["build_report", "render", "default_output", "load", "ReportData"]
 
 def default_output(data: ReportData, reports_dir: Path = REPORTS_DIR) -> Path:
     """reports/<scenario>[-vs-...].html, named from the runs' scenarios (made file-safe)."""
-    from carbonbench.results import safe_name
-
-    names = list(dict.fromkeys(str((r.raw.get("scenario") or {}).get("name") or "run") for r in data.runs))
+    names = list(dict.fromkeys(str(r.record.scenario_name or "run") for r in data.runs))
     machines = len({r.machine for r in data.runs})
     stem = "-".join(safe_name(n, 40) for n in names[:3]) + (f"-{machines}-machines" if machines > 1 else "")
     return reports_dir / f"{safe_name(stem, 100)}.html"
@@ -46,7 +45,7 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
     colors = figs.colors(r.label for r in data.runs)
     with without_default_template():
         body = _body(data, figures, colors)
-    scenarios = ", ".join(dict.fromkeys(str((r.raw.get("scenario") or {}).get("name")) for r in data.runs))
+    scenarios = ", ".join(dict.fromkeys(str(r.record.scenario_name) for r in data.runs))
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = (f"{len(data.runs)} run(s) on {len({r.machine for r in data.runs})} machine(s); scenario(s): "
                 f"{esc(scenarios)}. Generated {esc(now)} by carbonbench {esc(__version__)}.")
@@ -91,8 +90,6 @@ def without_default_template():
 def build_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, *, title: Optional[str] = None,
                  on_error: str = "raise") -> Path:
     """Read result files/directories and write the report; returns the file written."""
-    from carbonbench.results import atomic_write_text
-
     data = load(paths, on_error=on_error)
     target = Path(out) if out is not None else default_output(data)
     atomic_write_text(target, render(data, title=title))

@@ -19,24 +19,27 @@ import pandas as pd
 from carbonbench import stats
 from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
-from carbonbench.results import COLUMNS, read_run, result_files, run_rows
+from carbonbench import records
+from carbonbench.records import POINT_FIELDS, RunRecord
+from carbonbench.results import COLUMNS, result_files, run_rows
+from carbonbench.runfile import read_run
 
-POINT_KEYS = list(stats.POINT_KEYS)
-SIZE_KEYS = ["model", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len"]
-# Per-repeat figures whose mean and 95% CI the points table shows, beyond stats.summarise's.
+POINT_KEYS = list(records.POINT_KEYS)
+SIZE_KEYS = list(POINT_FIELDS)
+# Per-repeat figures whose mean and 95% CI the points table shows, beyond the stored summary's.
 CI_COLUMNS = ("co2e_g_per_million_tokens", "usd_per_million_tokens", "kwh_per_million_tokens")
 MEAN_COLUMNS = ("ttft_s", "tpot_s", "latency_p50_s", "latency_p99_s", "mfu", "duration_s")
-# What stats.summarise gives per point (over ok repeats).
+# Each point's stored summary (over ok repeats), and its repeats and weakest method.
 SUMMARY_COLUMNS = ("n_repeats", "joules_per_token_mean", "joules_per_token_ci95", "tokens_per_s_mean",
                    "tokens_per_s_ci95", "energy_method")
 
 
 @dataclass
 class Run:
-    """One result file: the raw record, where it came from and its power timeline."""
+    """One result file: its record, where it came from and its power timeline."""
 
     path: Path
-    raw: dict[str, Any]
+    record: RunRecord
     label: str = ""  # unique within a report
     machine_label: str = ""  # device and host only: runs on one machine share it
     timeline: Optional[pd.DataFrame] = None
@@ -44,13 +47,13 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return str(self.raw.get("run_id"))
+        return self.record.run_id
 
     @property
     def machine(self) -> tuple:
         """What makes results comparable hardware: device kind, name and count."""
-        d = self.raw.get("device") or {}
-        return (d.get("type"), d.get("name"), d.get("count", 1))
+        d = self.record.device
+        return (d.type, d.name, d.count)
 
 
 @dataclass
@@ -69,23 +72,29 @@ def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
     runs, frames, skipped, seen = [], [], [], set()
     for path in result_files(paths):
         try:
-            raw = read_run(path)
+            record = read_run(path)
         except ResultsError as exc:
             if on_error != "skip":
                 raise
             warnings.warn(f"skipped {exc}", stacklevel=2)
             skipped.append(str(exc))
             continue
-        if raw["run_id"] in seen:
+        if record.run_id in seen:
             continue
-        seen.add(raw["run_id"])
-        run = Run(path=path, raw=raw)
-        run.timeline, run.timeline_note = _timeline(path, raw)
+        seen.add(record.run_id)
+        run = Run(path=path, record=record)
+        run.timeline, run.timeline_note = _timeline(path, record)
         runs.append(run)
-        frame = pd.DataFrame(run_rows(raw, source=path), columns=COLUMNS)
+        frame = pd.DataFrame(run_rows(record, source=path), columns=COLUMNS)
         # A point that failed after some repeats keeps them as ok rows: its own status says it failed.
-        status = {tuple(p.get(k) for k in SIZE_KEYS): p.get("status") for p in raw["points"] if isinstance(p, dict)}
-        frame["point_status"] = [status.get(tuple(r)) for r in frame[SIZE_KEYS].itertuples(index=False)]
+        status = {tuple(getattr(p, k) for k in POINT_FIELDS): p.status for p in record.points}
+        keys = [tuple(r) for r in frame[list(POINT_FIELDS)].itertuples(index=False)]
+        frame["point_status"] = [status.get(k) for k in keys]
+        # Each point's summary as the run stored it (computed once, carbonbench.records).
+        summaries = {tuple(getattr(p, k) for k in POINT_FIELDS): p.summary or {} for p in record.points}
+        for figure in ("joules_per_token", "tokens_per_s"):
+            for stat in ("mean", "std", "ci95"):
+                frame[f"{figure}_{stat}"] = [_stat(summaries.get(k), figure, stat) for k in keys]
         frames.append(frame)
     if not runs:
         raise UserError("no result files to report on" + (f" ({len(skipped)} skipped as damaged)" if skipped else ""))
@@ -107,14 +116,13 @@ def engine_name(engine: Any) -> Any:
 def _label_runs(runs: list[Run]) -> None:
     """Short names for legends: the device (and host); the run id only where needed."""
     for run in runs:
-        d = run.raw.get("device") or {}
-        host = (run.raw.get("environment") or {}).get("hostname")
-        count = d.get("count", 1) or 1
-        name = str(d.get("name") or d.get("type") or "unknown device")
+        d = run.record.device
+        host = run.record.hostname
+        count = d.count or 1
+        name = str(d.name or d.type or "unknown device")
         run.label = run.machine_label = (f"{count} x " if count > 1 else "") + name + (f" ({host})" if host else "")
     # Two runs on one machine: tell them apart by scenario, then by start time, then id.
-    for extra in (lambda r: (r.raw.get("scenario") or {}).get("name"), lambda r: r.raw.get("started_utc"),
-                  lambda r: r.run_id):
+    for extra in (lambda r: r.record.scenario_name, lambda r: r.record.started_utc, lambda r: r.run_id):
         counts: dict[str, int] = {}
         for run in runs:
             counts[run.label] = counts.get(run.label, 0) + 1
@@ -123,8 +131,8 @@ def _label_runs(runs: list[Run]) -> None:
                 run.label = f"{run.label} · {extra(run)}"
 
 
-def _timeline(path: Path, raw: dict) -> tuple[Optional[pd.DataFrame], str]:
-    name = raw.get("timeline_file")
+def _timeline(path: Path, record: RunRecord) -> tuple[Optional[pd.DataFrame], str]:
+    name = record.timeline_file
     if not name:
         return None, "this run recorded no power timeline"
     # The file name comes from the result file; only a name beside it is read.
@@ -204,8 +212,6 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
     keyed = rows.copy()
     for k in POINT_KEYS:
         keyed[k] = keyed[k].where(keyed[k].notna(), "")  # groupby keeps blank keys this way
-    summary = stats.summarise(keyed)
-    summary = summary.set_index(POINT_KEYS) if not summary.empty else None
     out = []
     for key, group in keyed.groupby(POINT_KEYS, sort=False, dropna=False):
         first = group.iloc[0]
@@ -218,10 +224,11 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
         row.update({c: first[c] for c in RUN_COLUMNS})
         row.update(status=status, error=errors[0] if errors else "", quick=bool(first["quick"]),
                    flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})))
-        row.update(dict.fromkeys(SUMMARY_COLUMNS, math.nan), n_repeats=0, energy_method=None)
-        if summary is not None and key in summary.index:
-            s = summary.loc[key]
-            row.update({col: s[col] for col in SUMMARY_COLUMNS if col in s.index})
+        row.update(dict.fromkeys(SUMMARY_COLUMNS, math.nan), n_repeats=len(ok),
+                   energy_method=records.weakest_method(ok["energy_method"].dropna()))
+        if len(ok):
+            row.update({col: first[col] for col in SUMMARY_COLUMNS if col in first.index and col.endswith(
+                ("_mean", "_ci95"))})
         for col in CI_COLUMNS:
             mean, _, half = stats.ci95(pd.to_numeric(ok[col], errors="coerce").tolist())
             row[f"{col}_mean"], row[f"{col}_ci95"] = mean, half
@@ -236,6 +243,11 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
     points["sizes"] = [sizes(r) for _, r in points.iterrows()]
     points["length"] = [length_of(r) for _, r in points.iterrows()]
     return points
+
+
+def _stat(summary: Optional[dict], figure: str, stat: str) -> float:
+    value = ((summary or {}).get(figure) or {}).get(stat)
+    return float(value) if isinstance(value, (int, float)) else math.nan
 
 
 def _sum(series: pd.Series) -> float:

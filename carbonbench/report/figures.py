@@ -289,7 +289,7 @@ def timeline(run) -> Optional[go.Figure]:
         return None
     t0 = float(tl["unix_s"].min())
     fig = go.Figure()
-    methods = _component_methods(run.raw)
+    methods = _component_methods(run.record)
     for comp, g in tl.groupby("component", sort=True):
         stride = max(1, math.ceil(len(g) / MAX_TIMELINE_POINTS))
         g = g.iloc[::stride]
@@ -300,18 +300,18 @@ def timeline(run) -> Optional[go.Figure]:
             text=[t(wd) if wd else "between windows" for wd in g["window"]],
             hovertemplate="%{x:.2f} s: %{y:.1f} W<br>%{text}<extra>" + t(comp) + "</extra>"))
     shapes, annotations, mids, mid_text = [], [], [], []
-    for i, point in enumerate(p for p in run.raw.get("points", []) if isinstance(p, dict)):
-        for rep in point.get("repeats") or []:
-            start, dur = rep.get("start_unix_s"), rep.get("duration_s")
+    for i, point in enumerate(run.record.points):
+        for rep in point.repeats:
+            start, dur = rep.start_unix_s, rep.duration_s
             if not (_finite(start) and _finite(dur)):
                 continue
             x0, x1 = float(start) - t0, float(start) + float(dur) - t0
             shapes.append(dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, layer="below",
                                line=dict(width=0.6, color="rgba(0,0,0,0.35)"), fillcolor=PALETTE[i % len(PALETTE)], opacity=0.15))
             mids.append((x0 + x1) / 2)
-            mid_text.append(f"{t(point.get('key'))} repeat {t(rep.get('repeat'))}: {n(dur, 3)} s")
-            if rep.get("repeat") == 0:
-                annotations.append(dict(x=x0, y=1, xref="x", yref="paper", text=t(point.get("key")), showarrow=False,
+            mid_text.append(f"{t(point.key)} repeat {t(rep.repeat)}: {n(dur, 3)} s")
+            if rep.repeat == 0:
+                annotations.append(dict(x=x0, y=1, xref="x", yref="paper", text=t(point.key), showarrow=False,
                                         textangle=-90, xanchor="left", yanchor="top", font=dict(size=9, color="#444")))
     if mids:
         fig.add_trace(go.Scatter(x=mids, y=[0] * len(mids), mode="markers", name="measured windows",
@@ -323,14 +323,14 @@ def timeline(run) -> Optional[go.Figure]:
     return _layout(fig, f"Power timeline: {t(run.label)} (shaded: measured windows, one band per repeat)", 420)
 
 
-def _component_methods(raw: dict) -> dict[str, str]:
+def _component_methods(record) -> dict[str, str]:
     methods: dict[str, str] = {}
-    for p in raw.get("points") or []:
-        for rep in (p.get("repeats") or []) if isinstance(p, dict) else []:
-            for comp, c in (rep.get("components") or {}).items():
-                if isinstance(c, dict) and c.get("method"):
-                    methods.setdefault(comp, c["method"])
-    for comp, m in ((raw.get("idle") or {}).get("method") or {}).items():
+    for p in record.points:
+        for rep in p.repeats:
+            for comp, c in rep.components.items():
+                if c.method:
+                    methods.setdefault(comp, c.method)
+    for comp, m in (record.idle.method if record.idle is not None else {}).items():
         methods.setdefault(comp, m)
     return methods
 

@@ -41,7 +41,7 @@ def _note(text: str) -> str:
 
 def summary(data: ReportData) -> str:
     parts = []
-    quick = [r.label for r in data.runs if r.raw.get("quick")]
+    quick = [r.label for r in data.runs if r.record.quick]
     if quick:
         parts.append(banner("warn", "<b>Smoke run.</b> " + esc(", ".join(quick)) + " ran with <code>--quick</code> "
                                     "(short windows, few repeats): these figures show the pipeline works; they are "
@@ -51,7 +51,7 @@ def summary(data: ReportData) -> str:
         parts.append(banner("warn", "<b>Some energy here is estimated, not measured:</b> " + esc("; ".join(estimated))
                             + ". Estimates come from a model (such as TDP x utilisation); every figure labels its "
                               "method and draws estimates open or hatched."))
-    notes = [(r.label, r.raw.get("note")) for r in data.runs if isinstance(r.raw.get("note"), str)]
+    notes = [(r.label, r.record.note) for r in data.runs if r.record.note]
     for label, note in notes:
         parts.append(banner("info", f"<b>Note on {esc(label)}:</b> {esc(note)}"))
     failed = data.points[data.points["status"] != "ok"]
@@ -107,23 +107,23 @@ def _headline(data: ReportData) -> str:
 def _runs_table(data: ReportData) -> str:
     fields = []
     for run in data.runs:
-        raw = run.raw
-        sc, dev, env = raw.get("scenario") or {}, raw.get("device") or {}, raw.get("environment") or {}
-        carbon, cost, idle = sc.get("carbon") or {}, sc.get("cost") or {}, raw.get("idle") or {}
+        rec = run.record
+        sc, dev, env = rec.scenario, rec.device, rec.environment
+        carbon, cost, idle = rec.carbon, rec.cost, rec.idle
         pts = data.points[data.points["run_id"] == run.run_id]
         g = pts.iloc[0] if len(pts) else {}
         grid = (f"{number(g.get('grid_g_per_kwh'))} gCO2e/kWh ({g.get('grid_source')})"
                 if len(pts) else "")
-        idle_w = ", ".join(f"{c} {number(w, 3)} W [{(idle.get('method') or {}).get(c, '?')}]"
-                           for c, w in (idle.get("power_w") or {}).items())
+        idle_w = ", ".join(f"{c} {number(w, 3)} W [{idle.method.get(c, '?')}]"
+                           for c, w in idle.power_w.items()) if idle is not None else ""
         meters = "; ".join(f"{m.get('name')} ({m.get('kind')}, {m.get('method')})"
-                           for m in raw.get("meters") or [] if isinstance(m, dict))
-        cc = raw.get("codecarbon_meter") or {}
+                           for m in rec.meters if isinstance(m, dict))
+        cc = rec.codecarbon_meter or {}
         fields.append({
             "scenario": sc.get("name"), "description": sc.get("description"), "run id": run.run_id,
-            "status": raw.get("status"), "measured": f"{raw.get('started_utc')} to {raw.get('finished_utc')}",
-            "quick (smoke run)": "yes" if raw.get("quick") else "no",
-            "device": f"{dev.get('count', 1)} x {dev.get('name')} ({dev.get('type')}, {dev.get('dtype')})",
+            "status": rec.status, "measured": f"{rec.started_utc} to {rec.finished_utc}",
+            "quick (smoke run)": "yes" if rec.quick else "no",
+            "device": f"{dev.count} x {dev.name} ({dev.type}, {dev.dtype})",
             "host": env.get("hostname"), "CPU": env.get("cpu_model"),
             "RAM": f"{number((env.get('ram_bytes') or 0) / 2**30, 3)} GiB" if env.get("ram_bytes") else "",
             "software": ", ".join(f"{k} {env.get(k)}" for k in ("carbonbench", "python", "torch", "cuda",

@@ -1,0 +1,501 @@
+"""The run-file schema as types: a run, its points, their repeats.
+
+The runner builds these records, the run file stores their ``to_dict()``, and readers
+get them back through ``from_dict``, which is also the validation: a hand-edited or
+damaged file is refused here, by file and key path, never with a TypeError later.
+Keys this version does not know are kept in ``extra`` and written back unchanged, so
+a file passes through any reader intact.
+
+Schema versions: 1 is the only layout so far (docs/results.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+from carbonbench import grid, stats
+from carbonbench.errors import ConfigError, ResultsError
+from carbonbench.meters.base import METHOD_RANK, Measurement
+from carbonbench.meters.idle import IdleBaseline
+from carbonbench.scenario import Point
+
+SCHEMA = "carbonbench.run"
+SCHEMA_VERSION = 1
+READABLE_VERSIONS = (1,)
+
+# What identifies a point within a run (the fields of scenario.Point) and, with the run
+# and how it ran, across runs: the one definition behind every grouping of result rows.
+SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len")
+POINT_FIELDS = ("model", "workload", *SIZE_FIELDS)
+POINT_KEYS = ("run_id", "model", "engine", "dtype", "workload", *SIZE_FIELDS)
+# Where a run ran: fixed by its run_id, so they never split a group, but tables show them.
+MACHINE_COLUMNS = ("hostname", "device_type", "device_name", "n_devices")
+POINT_KEYS_WITH_MACHINE = ("run_id", *MACHINE_COLUMNS, *POINT_KEYS[1:])
+assert POINT_FIELDS == tuple(f.name for f in dataclasses.fields(Point))
+
+# Larger than any real count of tokens, FLOPs or bytes: an integer past this is damage
+# (a float conversion of a 400-digit integer overflows in every reader).
+_MAX_NUMBER = 1e30
+
+NUMBER, STRING, BOOL, LIST, MAPPING = "a number", "a string", "true or false", "a list", "a mapping"
+
+
+class Damaged(ResultsError):
+    """A field of the wrong kind; the reader adds the file's name."""
+
+    def __init__(self, where: str, want: str):
+        super().__init__(f"'{where}' is damaged (expected {want})")
+
+
+def _check(value: Any, want: str, where: str) -> Any:
+    """``value`` if it is of kind ``want`` (None always passes: absent is allowed)."""
+    if value is None:
+        return None
+    if want == NUMBER:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Damaged(where, want)
+        if isinstance(value, int) and abs(value) > _MAX_NUMBER or isinstance(value, float) and not (
+            math.isfinite(value) and abs(value) <= _MAX_NUMBER
+        ):
+            raise Damaged(where, "a finite number")
+        return value
+    kinds = {STRING: str, BOOL: bool, LIST: list, MAPPING: dict}
+    if not isinstance(value, kinds[want]):
+        raise Damaged(where, want)
+    return value
+
+
+def _numbers(data: Any, where: str) -> dict[str, Any]:
+    """A mapping whose every value is a number (or absent)."""
+    data = _check(data, MAPPING, where) or {}
+    return {str(k): _check(v, NUMBER, f"{where}.{k}") for k, v in data.items()}
+
+
+class _Record:
+    """Typed fields from a plain mapping; unknown keys are kept in ``extra``.
+
+    Subclasses list each plain field's kind in ``KINDS``; fields holding other records
+    are converted by the subclass's ``_nested``.
+    """
+
+    KINDS: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _plain(cls, data: Any, where: str) -> dict[str, Any]:
+        data = _check(data, MAPPING, where)
+        if data is None:
+            raise Damaged(where, MAPPING)
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        out: dict[str, Any] = {"extra": {k: v for k, v in data.items() if k not in names}}
+        for name, want in cls.KINDS.items():
+            if name in data:
+                out[name] = _check(data[name], want, f"{where}.{name}" if where else name)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _plain(value)
+        out.update(self.extra)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, IdleBaseline):
+        return value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _omit(default: Any = None) -> Any:
+    return field(default=default, metadata={"omit_none": True})
+
+
+# -- one measured window ----------------------------------------------------------------
+@dataclass
+class ComponentRecord(_Record):
+    """One component's energy in one window, as its meter gave it."""
+
+    kind: Optional[str] = None
+    energy_j: Optional[float] = None
+    method: Optional[str] = None
+    meter: Optional[str] = None
+    integrated_j: Optional[float] = _omit()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KINDS = {"kind": STRING, "energy_j": NUMBER, "method": STRING, "meter": STRING, "integrated_j": NUMBER}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "ComponentRecord":
+        record = cls(**cls._plain(data, where))
+        if record.energy_j is not None and record.method is None:
+            raise Damaged(f"{where}.method", STRING)
+        return record
+
+
+@dataclass
+class RepeatRecord(_Record):
+    """One measured window of a point: its work, time, energy and their sources."""
+
+    repeat: Optional[int] = 0
+    steps: Optional[int] = 0
+    tokens: Optional[int] = 0
+    flops: Optional[float] = None
+    start_unix_s: Optional[float] = None
+    duration_s: Optional[float] = None
+    energy_j: Optional[float] = None
+    method: Optional[str] = None
+    flags: list[str] = field(default_factory=list)
+    components: dict[str, ComponentRecord] = field(default_factory=dict)
+    energy_method: Optional[str] = None
+    latency_s: dict[str, float] = field(default_factory=dict)
+    active_energy_j: Optional[float] = None
+    # Timings measured inside a step (decode: time to first token, time per output token).
+    ttft_s: Optional[float] = _omit()
+    tpot_s: Optional[float] = _omit()
+    codecarbon: Optional[dict[str, Any]] = None
+    # Absent in files written before failed points marked their repeats: the point's status.
+    status: Optional[str] = _omit("ok")
+    # Under torchrun: every rank's share of this window (carbonbench.distributed.aggregate).
+    world_size: Optional[int] = _omit()
+    ranks: Optional[list[dict]] = _omit()
+    nodes: Optional[list[dict]] = _omit()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KINDS = {
+        "repeat": NUMBER, "steps": NUMBER, "tokens": NUMBER, "flops": NUMBER, "start_unix_s": NUMBER,
+        "duration_s": NUMBER, "energy_j": NUMBER, "method": STRING, "energy_method": STRING,
+        "active_energy_j": NUMBER, "ttft_s": NUMBER, "tpot_s": NUMBER, "codecarbon": MAPPING, "status": STRING,
+        "world_size": NUMBER, "ranks": LIST, "nodes": LIST,
+    }
+    CODECARBON_NUMBERS: ClassVar[tuple[str, ...]] = ("duration_s", "energy_j", "cpu_energy_j", "gpu_energy_j",
+                                                     "ram_energy_j", "emissions_g")
+
+    @classmethod
+    def from_measurement(cls, repeat: int, meas: Measurement, **fields: Any) -> "RepeatRecord":
+        components = {
+            c.component: ComponentRecord(c.kind, c.energy_j, c.method, c.meter, c.integrated_j)
+            for c in meas.components
+        }
+        return cls(repeat=repeat, start_unix_s=meas.start_unix_s, duration_s=meas.duration_s,
+                   energy_j=meas.energy_j, method=meas.method, energy_method=meas.method,
+                   components=components, flags=list(meas.flags), **fields)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "RepeatRecord":
+        plain = cls._plain(data, where)
+        plain.setdefault("status", None)
+        components = _check((data or {}).get("components"), MAPPING, f"{where}.components") or {}
+        plain["components"] = {
+            str(name): ComponentRecord.from_dict(c, f"{where}.components.{name}") for name, c in components.items()
+        }
+        plain["latency_s"] = _numbers(data.get("latency_s"), f"{where}.latency_s")
+        flags = data.get("flags")
+        if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
+            raise Damaged(f"{where}.flags", "a list of strings")
+        plain["flags"] = list(flags or [])
+        if plain.get("codecarbon") is not None:
+            cc = plain["codecarbon"]
+            for key in cls.CODECARBON_NUMBERS:
+                _check(cc.get(key), NUMBER, f"{where}.codecarbon.{key}")
+        return cls(**plain)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (None, "ok")
+
+    @property
+    def joules_per_token(self) -> Optional[float]:
+        return self.energy_j / self.tokens if self.energy_j is not None and self.tokens else None
+
+    @property
+    def tokens_per_s(self) -> Optional[float]:
+        return self.tokens / self.duration_s if self.tokens and self.duration_s else None
+
+    def components_of(self, kind: str) -> list[ComponentRecord]:
+        return [c for c in self.components.values() if c.kind == kind]
+
+
+# -- one point ----------------------------------------------------------------------------
+@dataclass
+class PointRecord(_Record):
+    """A point of the sweep: what ran, how it went, and its repeats."""
+
+    key: str = ""
+    model: str = ""
+    workload: str = ""
+    batch_size: int = 0
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seq_len: int = 0
+    status: str = "ok"
+    error: Optional[str] = None
+    repeats: list[RepeatRecord] = field(default_factory=list)
+    started_unix_s: Optional[float] = _omit()
+    tokens_per_word: Optional[float] = _omit()
+    tokens_per_step: Optional[int] = _omit()
+    flops_per_step: Optional[float] = _omit()
+    warmup: Optional[dict[str, Any]] = _omit()
+    peak_memory_bytes: Optional[int] = _omit()
+    finished_unix_s: Optional[float] = _omit()
+    # J/token and tokens/s over the ok repeats: mean, std, 95% CI (carbonbench.stats).
+    summary: Optional[dict[str, Any]] = _omit()
+    params: Optional[int] = _omit()
+    parallel: Optional[dict[str, Any]] = _omit()  # torchrun: the point's layout over the ranks
+    ranks: Optional[list[dict]] = _omit()  # torchrun: each rank's status
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KINDS = {
+        "key": STRING, "model": STRING, "workload": STRING, "batch_size": NUMBER, "prompt_tokens": NUMBER,
+        "new_tokens": NUMBER, "seq_len": NUMBER, "status": STRING, "error": STRING, "started_unix_s": NUMBER,
+        "tokens_per_word": NUMBER, "tokens_per_step": NUMBER, "flops_per_step": NUMBER, "warmup": MAPPING,
+        "peak_memory_bytes": NUMBER, "finished_unix_s": NUMBER, "summary": MAPPING, "params": NUMBER,
+        "parallel": MAPPING, "ranks": LIST,
+    }
+
+    @classmethod
+    def start(cls, point: Point) -> "PointRecord":
+        return cls(key=point.key, **point.as_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "PointRecord":
+        plain = cls._plain(data, where)
+        repeats = _check(data.get("repeats"), LIST, f"{where}.repeats") or []
+        plain["repeats"] = [RepeatRecord.from_dict(r, f"{where}.repeats[{j}]") for j, r in enumerate(repeats)]
+        for key in POINT_FIELDS + ("key", "status"):
+            if plain.get(key) is None:
+                plain.pop(key, None)
+        record = cls(**plain)
+        if record.summary is None and record.repeats:  # files from before summaries were stored
+            record.summary = point_summary(record.repeats)
+        return record
+
+    @property
+    def point(self) -> Point:
+        return Point(**{k: getattr(self, k) for k in POINT_FIELDS})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def ok_repeats(self) -> list[RepeatRecord]:
+        return [r for r in self.repeats if r.ok]
+
+    def finish(self) -> None:
+        """Close the record: every repeat has a status, and the summary is computed, once."""
+        self.summary = point_summary(self.repeats)
+
+    def spans(self) -> list[tuple[float, float, str]]:
+        """(start, end, window label) of each measured window, for the power timeline."""
+        return [(r.start_unix_s, r.start_unix_s + (r.duration_s or 0.0), window_label(self.key, r.repeat))
+                for r in self.repeats if r.start_unix_s is not None]
+
+
+def window_label(point_key: str, repeat: int) -> str:
+    return f"{point_key}#r{repeat}"
+
+
+def point_summary(repeats: list[RepeatRecord]) -> dict[str, Any]:
+    """Mean, standard deviation and 95% CI half-width of J/token and tokens/s over the ok repeats."""
+    ok = [r for r in repeats if r.ok]
+    out = {}
+    for name, values in (("joules_per_token", [r.joules_per_token for r in ok]),
+                         ("tokens_per_s", [r.tokens_per_s for r in ok])):
+        mean, std, half = stats.ci95(values)
+        out[name] = {"mean": mean, "std": std, "ci95": half, "n": sum(v is not None for v in values)}
+    return out
+
+
+def weakest_method(methods) -> Optional[str]:
+    known = [m for m in methods if m in METHOD_RANK]
+    return min(known, key=METHOD_RANK.__getitem__) if known else None
+
+
+# -- one run ------------------------------------------------------------------------------
+@dataclass
+class DeviceRecord(_Record):
+    type: Optional[str] = None
+    name: Optional[str] = None
+    count: int = 1  # one device per rank
+    dtype: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KINDS = {"type": STRING, "name": STRING, "count": NUMBER, "dtype": STRING}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "DeviceRecord":
+        plain = cls._plain(data if data is not None else {}, where)
+        if plain.get("count") is None:
+            plain.pop("count", None)
+        return cls(**plain)
+
+
+# The recorded scenario stays the plain mapping it was written as (re-running validates
+# it fully); these are the fields readers compute with, checked here.
+_SCENARIO_FIELDS = {
+    "scenario": {"name": STRING},
+    "scenario.carbon": {"grid_g_per_kwh": NUMBER, "pue": NUMBER, "country": STRING, "region": STRING},
+    "scenario.cost": {"usd_per_kwh": NUMBER, "usd_per_device_hour": NUMBER},
+}
+
+
+@dataclass
+class RunRecord(_Record):
+    """A whole run: where and how it was measured, and every point."""
+
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+    run_id: str = ""
+    status: str = "starting"
+    started_utc: Optional[str] = None
+    finished_utc: Optional[str] = None
+    carbonbench_version: Optional[str] = None
+    fingerprint: Optional[str] = None
+    quick: bool = False
+    note: Optional[str] = _omit()  # a free-text note (reference runs, fixtures)
+    scenario: dict[str, Any] = field(default_factory=dict)
+    scenario_source: Optional[str] = None
+    device: DeviceRecord = field(default_factory=DeviceRecord)
+    environment: dict[str, Any] = field(default_factory=dict)
+    meters: list[dict[str, Any]] = field(default_factory=list)
+    idle: Optional[IdleBaseline] = None
+    timeline_file: Optional[str] = None
+    points: list[PointRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    engine: Optional[Any] = _omit()  # the engine in effect: {name, options, notes}; old runs: a name
+    codecarbon: Optional[Any] = _omit()
+    codecarbon_meter: Optional[dict[str, Any]] = _omit()
+    # torchrun jobs: the processes and nodes (carbonbench.distributed).
+    world_size: Optional[int] = _omit()
+    nodes: Optional[list[dict]] = _omit()
+    distributed: Optional[dict[str, Any]] = _omit()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    KINDS = {
+        "run_id": STRING, "status": STRING, "started_utc": STRING, "finished_utc": STRING,
+        "carbonbench_version": STRING, "fingerprint": STRING, "quick": BOOL, "note": STRING,
+        "scenario": MAPPING, "scenario_source": STRING, "environment": MAPPING, "meters": LIST,
+        "timeline_file": STRING, "warnings": LIST, "codecarbon_meter": MAPPING, "world_size": NUMBER,
+        "nodes": LIST, "distributed": MAPPING,
+    }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "RunRecord":
+        """Validate a parsed run file; Damaged or ResultsError (without the file name) if it is not one."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise ResultsError(f"not a carbonbench result file (no '\"schema\": \"{SCHEMA}\"')")
+        version = data.get("schema_version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            raise ResultsError(
+                f"schema_version {version!r} is not supported (this carbonbench reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))})"
+            )
+        for key, kind in (("run_id", str), ("points", list), ("scenario", dict)):
+            if not isinstance(data.get(key), kind):
+                raise ResultsError(f"key '{key}' is missing or has the wrong type")
+        plain = cls._plain(data, "")
+        plain["schema"], plain["schema_version"] = SCHEMA, version
+        for key in ("status", "quick"):
+            if plain.get(key) is None:
+                plain.pop(key, None)
+        plain["warnings"] = [str(w) for w in plain.get("warnings") or []]
+        plain["device"] = DeviceRecord.from_dict(data.get("device"), "device")
+        _check_scenario(data["scenario"])
+        plain["engine"] = _engine(data.get("engine"), "engine")
+        _engine(data["scenario"].get("engine"), "scenario.engine")
+        plain["idle"] = _idle(data.get("idle"))
+        plain["environment"] = plain.get("environment") or {}
+        _check(plain["environment"].get("hostname"), STRING, "environment.hostname")
+        points = data["points"]
+        plain["points"] = []
+        for i, point in enumerate(points):
+            if not isinstance(point, dict):
+                raise Damaged(f"points[{i}]", MAPPING)
+            plain["points"].append(PointRecord.from_dict(point, f"points[{i}]"))
+        return cls(**plain)
+
+    # -- what readers ask of a run ------------------------------------------------------
+    @property
+    def scenario_name(self) -> Optional[str]:
+        return self.scenario.get("name")
+
+    @property
+    def carbon(self) -> dict[str, Any]:
+        return self.scenario.get("carbon") or {}
+
+    @property
+    def cost(self) -> dict[str, Any]:
+        return self.scenario.get("cost") or {}
+
+    @property
+    def hostname(self) -> Optional[str]:
+        return self.environment.get("hostname")
+
+    @property
+    def engine_name(self) -> str:
+        engine = self.engine or self.scenario.get("engine") or "native"
+        return engine if isinstance(engine, str) else engine.get("name") or "native"
+
+    def engine_options(self) -> Optional[dict[str, Any]]:
+        """The engine options in effect as the run recorded them; None for old runs (a name only)."""
+        engine = self.engine or self.scenario.get("engine") or "native"
+        if isinstance(engine, str):
+            return None
+        return engine.get("options", {k: v for k, v in engine.items() if k != "name"})
+
+    @property
+    def done_keys(self) -> set[str]:
+        return {p.key for p in self.points if p.ok}
+
+
+def _check_scenario(scenario: dict) -> None:
+    for where, kinds in _SCENARIO_FIELDS.items():
+        data: Any = {"scenario": scenario}
+        for part in where.split("."):
+            data = _check(data.get(part), MAPPING, where) or {}
+        for key, want in kinds.items():
+            _check(data.get(key), want, f"{where}.{key}")
+    # Rows are priced under their own scenario's grid (runs always record one): one that
+    # does not resolve is this file's fault, and would otherwise fail every reader.
+    carbon = scenario.get("carbon") or {}
+    try:
+        grid.resolve(carbon.get("country"), carbon.get("region"), carbon.get("grid_g_per_kwh"), where="scenario")
+    except ConfigError as exc:
+        raise ResultsError(f"scenario.carbon: {exc}") from None
+
+
+def _engine(engine: Any, where: str) -> Any:
+    if engine is None or isinstance(engine, str):  # old runs: a name; now a mapping
+        return engine
+    _check(engine, MAPPING, where)
+    _check(engine.get("name"), STRING, f"{where}.name")
+    _check(engine.get("options"), MAPPING, f"{where}.options")
+    return engine
+
+
+def _idle(data: Any) -> Optional[IdleBaseline]:
+    idle = _check(data, MAPPING, "idle")
+    if idle is None:
+        return None
+    power = _numbers(idle.get("power_w"), "idle.power_w")
+    return IdleBaseline(
+        duration_s=_check(idle.get("duration_s"), NUMBER, "idle.duration_s") or 0.0,
+        power_w=power,
+        method={str(k): v for k, v in (_check(idle.get("method"), MAPPING, "idle.method") or {}).items()},
+        start_unix_s=_check(idle.get("start_unix_s"), NUMBER, "idle.start_unix_s") or 0.0,
+        flags=tuple(idle.get("flags") or ()),
+    )

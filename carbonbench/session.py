@@ -1,0 +1,161 @@
+"""Everything that measures a run, opened together and always closed: meters, the
+codecarbon sidecar, the power timeline, and the handling of SIGTERM.
+
+``with Session(...) as session:`` starts the meters and the sidecar; leaving the block,
+however it is left, stops them, records codecarbon's run total and every warning in the
+run file, and moves the last power samples to the timeline file. Inside, windows are
+``session.window(label)``: on every rank at the same moment, summed over ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from carbonbench.distributed.context import Job
+from carbonbench.errors import MeterError
+from carbonbench.meters.base import Measurement, MeterSet
+from carbonbench.meters.idle import IdleBaseline, measure_idle
+from carbonbench.runfile import RunFile
+from carbonbench.timeline import TimelineFile
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: the run stops, keeps what it measured, and exits 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+def _raise_interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[None]:
+    """SIGTERM raises Interrupted here, as Ctrl-C raises KeyboardInterrupt; both end as Interrupted."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class SessionWindow:
+    """A window of the session: set ``extra`` inside the block (per-rank figures such as
+    the step count); after it, ``measurement`` is the whole job's and ``detail`` its
+    per-rank and per-node split (None on one process)."""
+
+    label: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    measurement: Optional[Measurement] = None
+    detail: Optional[dict] = None
+
+
+class NoSidecar:
+    """codecarbon off (or not installed): the same calls, nothing measured, and said so."""
+
+    def __init__(self, reason: str = "measurement.codecarbon is false"):
+        self.reason = reason
+
+    def start(self) -> None: ...
+    def begin_point(self, label: str) -> None: ...
+    def end_point(self) -> None: return None
+    def stop(self) -> None: return None
+    def describe(self) -> dict: return {"enabled": False}
+
+
+def make_sidecar(scenario, out_dir, job: Job):
+    """codecarbon's offline tracker beside our meters, on the writing rank only."""
+    if not job.is_writer or not scenario.measurement.codecarbon:
+        return NoSidecar()
+    try:
+        from carbonbench.meters.codecarbon_sidecar import CodecarbonSidecar  # codecarbon is heavy: only when on
+    except ImportError:
+        return NoSidecar("codecarbon is not installed")
+    return CodecarbonSidecar(scenario.carbon, enabled=True, output_dir=out_dir)
+
+
+class Session:
+    def __init__(self, meters: MeterSet, job: Job, run_file: RunFile, sidecar: Any = None,
+                 timeline: Optional[TimelineFile] = None):
+        self.meters = meters
+        self.job = job
+        self.run_file = run_file
+        self.sidecar = sidecar if sidecar is not None else NoSidecar()
+        self.timeline = timeline  # the writing rank's file; None elsewhere
+
+    def __enter__(self) -> "Session":
+        self.meters.start()
+        run = self.run_file.record
+        run.meters = self.meters.describe()
+        self.job.annotate_meters(run)
+        self.sidecar.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        run = self.run_file.record
+        run.codecarbon = _safe_call(self.sidecar.stop, self.run_file.warn)
+        run.codecarbon_meter = self.sidecar.describe()
+        try:
+            self.meters.close()
+        except MeterError as err:
+            self.run_file.warn(str(err))
+        # After a failure the ranks may not meet again: keep this rank's own samples.
+        self.spool(gather=False)
+        return False
+
+    @property
+    def resolution_s(self) -> float:
+        return self.meters.resolution_s
+
+    @contextlib.contextmanager
+    def window(self, label: str, *, span: bool = False) -> Iterator[SessionWindow]:
+        """A measured window, opened at the same moment on every rank; ``span`` labels the
+        timeline samples that fall in it with ``label``."""
+        handle = SessionWindow(label)
+        self.job.mark(label)
+        self.job.barrier()
+        with self.meters.window(label) as w:
+            yield handle
+        handle.measurement, handle.detail = self.job.combine(w.measurement, handle.extra)
+        if span and self.timeline is not None:
+            m = w.measurement
+            self.timeline.spans.add(m.start_unix_s, m.start_unix_s + m.duration_s, label)
+
+    def idle(self, seconds: float) -> IdleBaseline:
+        return measure_idle(self, seconds, label="idle")
+
+    def begin_task(self, label: str) -> None:
+        self.sidecar.begin_point(label)
+
+    def end_task(self) -> Optional[dict]:
+        return self.sidecar.end_point()
+
+    def spool(self, gather: bool = True) -> None:
+        """Move the samples taken so far from the meters to the timeline file.
+
+        Only between windows: the meters forget power samples older than now. With
+        ``gather`` every rank must call it at the same moment (it is a collective). A
+        full disk costs the timeline, never the measurements: one warning in the run file.
+        """
+        try:
+            rows = self.job.drain_timeline(self.meters) if gather else self.meters.drain_timeline()
+            if self.timeline is not None:
+                self.timeline.append(rows)
+        except (OSError, MeterError) as exc:
+            self.run_file.warn(f"power timeline: {exc}")
+
+
+def _safe_call(fn: Callable[[], Any], warn: Callable[[str], None]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # codecarbon must never cost us the measurements
+        warn(f"codecarbon: {exc}")
+        return None
