@@ -39,6 +39,11 @@ class Forecast:
         return self.total_s > LONG_SWEEP_S
 
     @property
+    def message(self) -> str:
+        """The summary, with a warning in front when the sweep would take hours."""
+        return ("WARNING: this sweep would take hours: " if self.long else "") + self.summary
+
+    @property
     def summary(self) -> str:
         slowest = max(self.points, key=lambda p: p.step_s)
         return (

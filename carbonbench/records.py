@@ -12,14 +12,15 @@ Schema versions: 1 is the only layout so far (docs/results.md).
 from __future__ import annotations
 
 import dataclasses
-import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 from carbonbench import grid, stats
 from carbonbench.errors import ConfigError, ResultsError
-from carbonbench.meters.base import METHOD_RANK, Measurement
+from carbonbench.meters.base import Measurement
 from carbonbench.meters.idle import IdleBaseline
+from carbonbench.plain import BOOL, LIST, MAPPING, NUMBER, STRING, Damaged, Record, check, idle_baseline, numbers, omit
 from carbonbench.scenario import Point
 
 SCHEMA = "carbonbench.run"
@@ -36,118 +37,30 @@ MACHINE_COLUMNS = ("hostname", "device_type", "device_name", "n_devices")
 POINT_KEYS_WITH_MACHINE = ("run_id", *MACHINE_COLUMNS, *POINT_KEYS[1:])
 assert POINT_FIELDS == tuple(f.name for f in dataclasses.fields(Point))
 
-# Larger than any real count of tokens, FLOPs or bytes: an integer past this is damage
-# (a float conversion of a 400-digit integer overflows in every reader).
-_MAX_NUMBER = 1e30
-
-NUMBER, STRING, BOOL, LIST, MAPPING = "a number", "a string", "true or false", "a list", "a mapping"
-
-
-class Damaged(ResultsError):
-    """A field of the wrong kind; the reader adds the file's name."""
-
-    def __init__(self, where: str, want: str):
-        super().__init__(f"'{where}' is damaged (expected {want})")
-
-
-def _check(value: Any, want: str, where: str) -> Any:
-    """``value`` if it is of kind ``want`` (None always passes: absent is allowed)."""
-    if value is None:
-        return None
-    if want == NUMBER:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Damaged(where, want)
-        if isinstance(value, int) and abs(value) > _MAX_NUMBER or isinstance(value, float) and not (
-            math.isfinite(value) and abs(value) <= _MAX_NUMBER
-        ):
-            raise Damaged(where, "a finite number")
-        return value
-    kinds = {STRING: str, BOOL: bool, LIST: list, MAPPING: dict}
-    if not isinstance(value, kinds[want]):
-        raise Damaged(where, want)
-    return value
-
-
-def _numbers(data: Any, where: str) -> dict[str, Any]:
-    """A mapping whose every value is a number (or absent)."""
-    data = _check(data, MAPPING, where) or {}
-    return {str(k): _check(v, NUMBER, f"{where}.{k}") for k, v in data.items()}
-
-
-class _Record:
-    """Typed fields from a plain mapping; unknown keys are kept in ``extra``.
-
-    Subclasses list each plain field's kind in ``KINDS``; fields holding other records
-    are converted by the subclass's ``_nested``.
-    """
-
-    KINDS: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def _plain(cls, data: Any, where: str) -> dict[str, Any]:
-        data = _check(data, MAPPING, where)
-        if data is None:
-            raise Damaged(where, MAPPING)
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        out: dict[str, Any] = {"extra": {k: v for k, v in data.items() if k not in names}}
-        for name, want in cls.KINDS.items():
-            if name in data:
-                out[name] = _check(data[name], want, f"{where}.{name}" if where else name)
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if value is None and f.metadata.get("omit_none"):
-                continue
-            out[f.name] = _plain(value)
-        out.update(self.extra)
-        return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _Record):
-        return value.to_dict()
-    if isinstance(value, IdleBaseline):
-        return value.as_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _omit(default: Any = None) -> Any:
-    return field(default=default, metadata={"omit_none": True})
-
-
 # -- one measured window ----------------------------------------------------------------
 @dataclass
-class ComponentRecord(_Record):
+class ComponentRecord(Record):
     """One component's energy in one window, as its meter gave it."""
 
     kind: Optional[str] = None
     energy_j: Optional[float] = None
     method: Optional[str] = None
     meter: Optional[str] = None
-    integrated_j: Optional[float] = _omit()
+    integrated_j: Optional[float] = omit()
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {"kind": STRING, "energy_j": NUMBER, "method": STRING, "meter": STRING, "integrated_j": NUMBER}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "ComponentRecord":
-        record = cls(**cls._plain(data, where))
+        record = cls(**cls.fields_of(data, where))
         if record.energy_j is not None and record.method is None:
             raise Damaged(f"{where}.method", STRING)
         return record
 
 
 @dataclass
-class RepeatRecord(_Record):
+class RepeatRecord(Record):
     """One measured window of a point: its work, time, energy and their sources."""
 
     repeat: Optional[int] = 0
@@ -164,15 +77,15 @@ class RepeatRecord(_Record):
     latency_s: dict[str, float] = field(default_factory=dict)
     active_energy_j: Optional[float] = None
     # Timings measured inside a step (decode: time to first token, time per output token).
-    ttft_s: Optional[float] = _omit()
-    tpot_s: Optional[float] = _omit()
+    ttft_s: Optional[float] = omit()
+    tpot_s: Optional[float] = omit()
     codecarbon: Optional[dict[str, Any]] = None
     # Absent in files written before failed points marked their repeats: the point's status.
-    status: Optional[str] = _omit("ok")
+    status: Optional[str] = omit("ok")
     # Under torchrun: every rank's share of this window (carbonbench.distributed.aggregate).
-    world_size: Optional[int] = _omit()
-    ranks: Optional[list[dict]] = _omit()
-    nodes: Optional[list[dict]] = _omit()
+    world_size: Optional[int] = omit()
+    ranks: Optional[list[dict]] = omit()
+    nodes: Optional[list[dict]] = omit()
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
@@ -196,13 +109,13 @@ class RepeatRecord(_Record):
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "RepeatRecord":
-        plain = cls._plain(data, where)
+        plain = cls.fields_of(data, where)
         plain.setdefault("status", None)
-        components = _check((data or {}).get("components"), MAPPING, f"{where}.components") or {}
+        components = check((data or {}).get("components"), MAPPING, f"{where}.components") or {}
         plain["components"] = {
             str(name): ComponentRecord.from_dict(c, f"{where}.components.{name}") for name, c in components.items()
         }
-        plain["latency_s"] = _numbers(data.get("latency_s"), f"{where}.latency_s")
+        plain["latency_s"] = numbers(data.get("latency_s"), f"{where}.latency_s")
         flags = data.get("flags")
         if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
             raise Damaged(f"{where}.flags", "a list of strings")
@@ -210,7 +123,7 @@ class RepeatRecord(_Record):
         if plain.get("codecarbon") is not None:
             cc = plain["codecarbon"]
             for key in cls.CODECARBON_NUMBERS:
-                _check(cc.get(key), NUMBER, f"{where}.codecarbon.{key}")
+                check(cc.get(key), NUMBER, f"{where}.codecarbon.{key}")
         return cls(**plain)
 
     @property
@@ -231,7 +144,7 @@ class RepeatRecord(_Record):
 
 # -- one point ----------------------------------------------------------------------------
 @dataclass
-class PointRecord(_Record):
+class PointRecord(Record):
     """A point of the sweep: what ran, how it went, and its repeats."""
 
     key: str = ""
@@ -244,18 +157,18 @@ class PointRecord(_Record):
     status: str = "ok"
     error: Optional[str] = None
     repeats: list[RepeatRecord] = field(default_factory=list)
-    started_unix_s: Optional[float] = _omit()
-    tokens_per_word: Optional[float] = _omit()
-    tokens_per_step: Optional[int] = _omit()
-    flops_per_step: Optional[float] = _omit()
-    warmup: Optional[dict[str, Any]] = _omit()
-    peak_memory_bytes: Optional[int] = _omit()
-    finished_unix_s: Optional[float] = _omit()
+    started_unix_s: Optional[float] = omit()
+    tokens_per_word: Optional[float] = omit()
+    tokens_per_step: Optional[int] = omit()
+    flops_per_step: Optional[float] = omit()
+    warmup: Optional[dict[str, Any]] = omit()
+    peak_memory_bytes: Optional[int] = omit()
+    finished_unix_s: Optional[float] = omit()
     # J/token and tokens/s over the ok repeats: mean, std, 95% CI (carbonbench.stats).
-    summary: Optional[dict[str, Any]] = _omit()
-    params: Optional[int] = _omit()
-    parallel: Optional[dict[str, Any]] = _omit()  # torchrun: the point's layout over the ranks
-    ranks: Optional[list[dict]] = _omit()  # torchrun: each rank's status
+    summary: Optional[dict[str, Any]] = omit()
+    params: Optional[int] = omit()
+    parallel: Optional[dict[str, Any]] = omit()  # torchrun: the point's layout over the ranks
+    ranks: Optional[list[dict]] = omit()  # torchrun: each rank's status
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
@@ -267,13 +180,13 @@ class PointRecord(_Record):
     }
 
     @classmethod
-    def start(cls, point: Point) -> "PointRecord":
-        return cls(key=point.key, **point.as_dict())
+    def start(cls, point: Point, **fields: Any) -> "PointRecord":
+        return cls(key=point.key, **point.as_dict(), **fields)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "PointRecord":
-        plain = cls._plain(data, where)
-        repeats = _check(data.get("repeats"), LIST, f"{where}.repeats") or []
+        plain = cls.fields_of(data, where)
+        repeats = check(data.get("repeats"), LIST, f"{where}.repeats") or []
         plain["repeats"] = [RepeatRecord.from_dict(r, f"{where}.repeats[{j}]") for j, r in enumerate(repeats)]
         for key in POINT_FIELDS + ("key", "status"):
             if plain.get(key) is None:
@@ -295,14 +208,11 @@ class PointRecord(_Record):
     def ok_repeats(self) -> list[RepeatRecord]:
         return [r for r in self.repeats if r.ok]
 
-    def finish(self) -> None:
-        """Close the record: every repeat has a status, and the summary is computed, once."""
+    def finish(self, peak_memory_bytes: Optional[int]) -> None:
+        """The point is done: its end, its peak memory, and its summary, computed once and stored."""
+        self.finished_unix_s = time.time()
+        self.peak_memory_bytes = peak_memory_bytes
         self.summary = point_summary(self.repeats)
-
-    def spans(self) -> list[tuple[float, float, str]]:
-        """(start, end, window label) of each measured window, for the power timeline."""
-        return [(r.start_unix_s, r.start_unix_s + (r.duration_s or 0.0), window_label(self.key, r.repeat))
-                for r in self.repeats if r.start_unix_s is not None]
 
 
 def window_label(point_key: str, repeat: int) -> str:
@@ -320,14 +230,9 @@ def point_summary(repeats: list[RepeatRecord]) -> dict[str, Any]:
     return out
 
 
-def weakest_method(methods) -> Optional[str]:
-    known = [m for m in methods if m in METHOD_RANK]
-    return min(known, key=METHOD_RANK.__getitem__) if known else None
-
-
 # -- one run ------------------------------------------------------------------------------
 @dataclass
-class DeviceRecord(_Record):
+class DeviceRecord(Record):
     type: Optional[str] = None
     name: Optional[str] = None
     count: int = 1  # one device per rank
@@ -338,7 +243,7 @@ class DeviceRecord(_Record):
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "DeviceRecord":
-        plain = cls._plain(data if data is not None else {}, where)
+        plain = cls.fields_of(data if data is not None else {}, where)
         if plain.get("count") is None:
             plain.pop("count", None)
         return cls(**plain)
@@ -354,7 +259,7 @@ _SCENARIO_FIELDS = {
 
 
 @dataclass
-class RunRecord(_Record):
+class RunRecord(Record):
     """A whole run: where and how it was measured, and every point."""
 
     schema: str = SCHEMA
@@ -366,7 +271,7 @@ class RunRecord(_Record):
     carbonbench_version: Optional[str] = None
     fingerprint: Optional[str] = None
     quick: bool = False
-    note: Optional[str] = _omit()  # a free-text note (reference runs, fixtures)
+    note: Optional[str] = omit()  # a free-text note (reference runs, fixtures)
     scenario: dict[str, Any] = field(default_factory=dict)
     scenario_source: Optional[str] = None
     device: DeviceRecord = field(default_factory=DeviceRecord)
@@ -376,13 +281,13 @@ class RunRecord(_Record):
     timeline_file: Optional[str] = None
     points: list[PointRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    engine: Optional[Any] = _omit()  # the engine in effect: {name, options, notes}; old runs: a name
-    codecarbon: Optional[Any] = _omit()
-    codecarbon_meter: Optional[dict[str, Any]] = _omit()
+    engine: Optional[Any] = omit()  # the engine in effect: {name, options, notes}; old runs: a name
+    codecarbon: Optional[Any] = omit()
+    codecarbon_meter: Optional[dict[str, Any]] = omit()
     # torchrun jobs: the processes and nodes (carbonbench.distributed).
-    world_size: Optional[int] = _omit()
-    nodes: Optional[list[dict]] = _omit()
-    distributed: Optional[dict[str, Any]] = _omit()
+    world_size: Optional[int] = omit()
+    nodes: Optional[list[dict]] = omit()
+    distributed: Optional[dict[str, Any]] = omit()
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
@@ -407,7 +312,7 @@ class RunRecord(_Record):
         for key, kind in (("run_id", str), ("points", list), ("scenario", dict)):
             if not isinstance(data.get(key), kind):
                 raise ResultsError(f"key '{key}' is missing or has the wrong type")
-        plain = cls._plain(data, "")
+        plain = cls.fields_of(data, "")
         plain["schema"], plain["schema_version"] = SCHEMA, version
         for key in ("status", "quick"):
             if plain.get(key) is None:
@@ -417,9 +322,9 @@ class RunRecord(_Record):
         _check_scenario(data["scenario"])
         plain["engine"] = _engine(data.get("engine"), "engine")
         _engine(data["scenario"].get("engine"), "scenario.engine")
-        plain["idle"] = _idle(data.get("idle"))
+        plain["idle"] = idle_baseline(data.get("idle"))
         plain["environment"] = plain.get("environment") or {}
-        _check(plain["environment"].get("hostname"), STRING, "environment.hostname")
+        check(plain["environment"].get("hostname"), STRING, "environment.hostname")
         points = data["points"]
         plain["points"] = []
         for i, point in enumerate(points):
@@ -466,9 +371,9 @@ def _check_scenario(scenario: dict) -> None:
     for where, kinds in _SCENARIO_FIELDS.items():
         data: Any = {"scenario": scenario}
         for part in where.split("."):
-            data = _check(data.get(part), MAPPING, where) or {}
+            data = check(data.get(part), MAPPING, where) or {}
         for key, want in kinds.items():
-            _check(data.get(key), want, f"{where}.{key}")
+            check(data.get(key), want, f"{where}.{key}")
     # Rows are priced under their own scenario's grid (runs always record one): one that
     # does not resolve is this file's fault, and would otherwise fail every reader.
     carbon = scenario.get("carbon") or {}
@@ -481,21 +386,7 @@ def _check_scenario(scenario: dict) -> None:
 def _engine(engine: Any, where: str) -> Any:
     if engine is None or isinstance(engine, str):  # old runs: a name; now a mapping
         return engine
-    _check(engine, MAPPING, where)
-    _check(engine.get("name"), STRING, f"{where}.name")
-    _check(engine.get("options"), MAPPING, f"{where}.options")
+    check(engine, MAPPING, where)
+    check(engine.get("name"), STRING, f"{where}.name")
+    check(engine.get("options"), MAPPING, f"{where}.options")
     return engine
-
-
-def _idle(data: Any) -> Optional[IdleBaseline]:
-    idle = _check(data, MAPPING, "idle")
-    if idle is None:
-        return None
-    power = _numbers(idle.get("power_w"), "idle.power_w")
-    return IdleBaseline(
-        duration_s=_check(idle.get("duration_s"), NUMBER, "idle.duration_s") or 0.0,
-        power_w=power,
-        method={str(k): v for k, v in (_check(idle.get("method"), MAPPING, "idle.method") or {}).items()},
-        start_unix_s=_check(idle.get("start_unix_s"), NUMBER, "idle.start_unix_s") or 0.0,
-        flags=tuple(idle.get("flags") or ()),
-    )

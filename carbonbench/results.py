@@ -16,7 +16,8 @@ import pandas as pd
 
 from carbonbench.carbon import derive as derive_columns
 from carbonbench.errors import ResultsError
-from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord, weakest_method
+from carbonbench.meters.base import weakest_method
+from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord
 from carbonbench.runfile import read_run
 from carbonbench.stats import ci95
 

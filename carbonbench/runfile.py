@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 from carbonbench.errors import ResultsError, UserError
 from carbonbench.files import atomic_write_text, safe_name
-from carbonbench.records import SCHEMA, PointRecord, RunRecord
+from carbonbench import __version__
+from carbonbench.records import SCHEMA, DeviceRecord, PointRecord, RunRecord
 
 Log = Callable[[str], None]
 
@@ -35,6 +36,16 @@ def fingerprint(scenario_dict: dict, device: str, quick_run: bool) -> str:
 
 def new_run_id(scenario_name: str, hostname: str) -> str:
     return f"{safe_name(scenario_name)}-{safe_name(hostname, 30)}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}"
+
+
+def new_run(scenario: dict, source: Optional[str], env: dict, device: DeviceRecord, fp: str, quick: bool) -> RunRecord:
+    """The record of a run about to start, named after its scenario, host and start time."""
+    run_id = new_run_id(str(scenario.get("name")), env["hostname"])
+    return RunRecord(
+        run_id=run_id, started_utc=now_utc(), carbonbench_version=__version__, fingerprint=fp, quick=quick,
+        scenario=scenario, scenario_source=source, device=device, environment=env,
+        timeline_file=f"{run_id}.timeline.csv",
+    )
 
 
 # -- reading and writing ------------------------------------------------------------------

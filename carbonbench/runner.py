@@ -8,13 +8,12 @@ rewritten after every point, so a crash or Ctrl-C loses at most the point in pro
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from carbonbench import __version__, environment
+from carbonbench import environment
 from carbonbench.distributed.context import DistributedFailure, Job, Single
 from carbonbench.distributed.parallel import plan_layouts
 from carbonbench.engines import make_engine
@@ -24,17 +23,15 @@ from carbonbench.inputs import check_inputs, point_inputs, tokenizer_for
 from carbonbench.meters.base import MeterSet
 from carbonbench.meters.select import build_meter_set
 from carbonbench.model_slot import ModelSlot
-from carbonbench.records import DeviceRecord, PointRecord, RunRecord, window_label
-from carbonbench.runfile import RunFile, fingerprint, new_run_id, now_utc
+from carbonbench.records import DeviceRecord, PointRecord, RunRecord
+from carbonbench.runfile import RunFile, fingerprint, new_run
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
 from carbonbench.session import Interrupted, Session, interrupts, make_sidecar
 from carbonbench.timeline import TimelineFile
 from carbonbench.windows import PeakMemory, failure, free_memory, measure_window, sync_fn, warm_up
 from carbonbench.workloads import make_workload
 
-QUICK = dict(warmup_steps=1, warmup_s=0.0, min_seconds=0.3, repeats=2, idle_baseline_s=0.5, cooldown_s=0.0)
-
-__all__ = ["Hooks", "Interrupted", "QUICK", "RunOutcome", "Runner", "quick", "run_scenario"]
+__all__ = ["Hooks", "Interrupted", "RunOutcome", "Runner"]
 
 
 @dataclass
@@ -56,16 +53,11 @@ class Hooks:
     point_done: Callable[[Point, PointRecord], None] = lambda point, record: None
 
 
-def quick(scenario: Scenario) -> Scenario:
-    """The same sweep with short windows: a smoke run, not a measurement to publish."""
-    return scenario.replace(measurement=dataclasses.replace(scenario.measurement, **QUICK))
-
-
 class Runner:
     def __init__(self, scenario: Scenario, out_dir: Path, *, device: Optional[str] = None, quick_run: bool = False,
                  resume: bool = False, source: Optional[str] = None, hooks: Optional[Hooks] = None,
                  meters: Optional[MeterSet] = None, dist: Optional[Job] = None):
-        self.scenario = quick(scenario) if quick_run else scenario
+        self.scenario = scenario.quick() if quick_run else scenario
         self.out_dir, self.quick_run, self.resume, self.source = Path(out_dir), quick_run, resume, source
         self.hooks = hooks or Hooks()
         # Under torchrun: this rank's view of the job; on one process, a Job without collectives.
@@ -84,14 +76,13 @@ class Runner:
         with interrupts():
             run_file = self._open_run_file()
             done = self.job.broadcast(run_file.record.done_keys)  # rank 0's file decides
+            run_file.record.points = [p for p in run_file.record.points if p.key in done]
             todo = [p for p in self.points if p.key not in done]
             if self.resume:
                 self.hooks.log(f"resume: {len(self.points) - len(todo)} of {len(self.points)} points already "
                                f"measured in {run_file.path.name}, skipped")
-            run_file.record.points = [p for p in run_file.record.points if p.key in done]
             if todo:
-                forecast = sweep_forecast(self.scenario, todo, self.device, self.dtype)
-                self.hooks.log(("WARNING: this sweep would take hours: " if forecast.long else "") + forecast.summary)
+                self.hooks.log(sweep_forecast(self.scenario, todo, self.device, self.dtype).message)
             status = "failed"
             try:
                 with self._session(run_file) as session:
@@ -101,7 +92,7 @@ class Runner:
                         session.spool()
                     run_file.record.status = "running"
                     run_file.save()
-                    for entry, points in _by_model(self.scenario, todo):
+                    for entry, points in self.scenario.by_model(todo):
                         self._run_model(entry, points, run_file, session)
                     session.spool()  # the last samples, every rank's (a collective)
                 status = "complete"
@@ -118,16 +109,11 @@ class Runner:
     def _open_run_file(self) -> RunFile:
         env = environment.collect(self.device)
         fp = fingerprint(self.scenario.to_dict(), self.job.fingerprint_device(env["device_name"]), self.quick_run)
+        device = DeviceRecord(self.device.type, env["device_name"], self.job.world_size,
+                              str(self.dtype).removeprefix("torch."))
 
         def new() -> RunRecord:
-            run_id = new_run_id(self.scenario.name, env["hostname"])
-            record = RunRecord(
-                run_id=run_id, started_utc=now_utc(), carbonbench_version=__version__, fingerprint=fp,
-                quick=self.quick_run, scenario=self.scenario.to_dict(), scenario_source=self.source,
-                device=DeviceRecord(self.device.type, env["device_name"], self.job.world_size,
-                                    str(self.dtype).removeprefix("torch.")),
-                environment=env, timeline_file=f"{run_id}.timeline.csv",
-            )
+            record = new_run(self.scenario.to_dict(), self.source, env, device, fp, self.quick_run)
             self.job.annotate(record)
             return record
 
@@ -156,9 +142,7 @@ class Runner:
             try:
                 model = slot.model_for(point, layout)
             except ModelTooLargeError as exc:
-                failed = PointRecord.start(point)
-                failed.status, failed.error = "oom", str(exc)
-                self._record(point, failed, run_file, session)
+                self._record(point, PointRecord.start(point, status="oom", error=str(exc)), run_file, session)
                 continue
             record = self._measure_point(point, model, engine, tokenizer, session, run_file)
             record.params = sum(t.numel() for t in model.parameters())  # whole model, also when sharded
@@ -183,12 +167,8 @@ class Runner:
             record.tokens_per_step, record.flops_per_step = workload.tokens_per_step, workload.flops_per_step
             record.warmup = warm_up(workload, m, sync, self.job)
             for i in range(m.repeats):
-                # One codecarbon task per window, opened and closed outside it, so both
-                # tools measure the same work and the figures compare repeat by repeat.
-                session.begin_task(window_label(point.key, i))
-                rep = measure_window(workload, point.key, i, session, m, sync, self.job, run_file.record.idle)
-                rep.codecarbon = session.end_task()
-                record.repeats.append(rep)
+                record.repeats.append(measure_window(workload, point.key, i, session, m, sync, self.job,
+                                                     run_file.record.idle))
                 if self.job.spools_per_window:
                     session.spool()
         except BaseException as exc:
@@ -200,9 +180,7 @@ class Runner:
         finally:
             if workload is not None:
                 workload.close()
-            record.peak_memory_bytes = memory.peak_bytes()
-            record.finished_unix_s = time.time()
-            record.finish()
+            record.finish(peak_memory_bytes=memory.peak_bytes())
             if record.status == "oom":
                 workload = None
                 free_memory(self.device)
@@ -212,15 +190,3 @@ class Runner:
         run_file.add_point(record)
         session.spool()
         self.hooks.point_done(point, record)
-
-
-def run_scenario(scenario: Scenario, out_dir: Path, **kwargs) -> RunOutcome:
-    return Runner(scenario, out_dir, **kwargs).run()
-
-
-def _by_model(scenario: Scenario, points: list[Point]) -> list[tuple[ModelEntry, list[Point]]]:
-    """Points grouped by model, each model once, in the order the points come."""
-    order: dict[str, list[Point]] = {}
-    for p in points:
-        order.setdefault(p.model, []).append(p)
-    return [(scenario.entry(label), group) for label, group in order.items()]

@@ -147,6 +147,8 @@ class EngineConfig:
 
 
 CUDA_ONLY_SDPA = ("efficient", "cudnn")
+# `--quick`: short windows and two repeats, for smoke runs (results are marked quick).
+QUICK = dict(warmup_steps=1, warmup_s=0.0, min_seconds=0.3, repeats=2, idle_baseline_s=0.5, cooldown_s=0.0)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,10 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
 
+    def quick(self) -> "Scenario":
+        """The same sweep with short windows: a smoke run, not a measurement to publish."""
+        return self.replace(measurement=dataclasses.replace(self.measurement, **QUICK))
+
     def replace(self, **changes) -> "Scenario":
         out = dataclasses.replace(self, **changes)
         if "models" not in changes and "_entries" in self.__dict__:
@@ -197,6 +203,13 @@ class Scenario:
 
     def entry(self, label: str) -> "ModelEntry":
         return next(e for e in self.entries if e.label == label)
+
+    def by_model(self, points: list["Point"]) -> list[tuple["ModelEntry", list["Point"]]]:
+        """Points grouped by model, each model once, in the order the points come."""
+        order: dict[str, list[Point]] = {}
+        for p in points:
+            order.setdefault(p.model, []).append(p)
+        return [(self.entry(label), group) for label, group in order.items()]
 
 
 @dataclass(frozen=True)

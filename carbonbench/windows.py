@@ -83,12 +83,18 @@ class Latencies:
 
 def measure_window(workload: Workload, point_key: str, repeat: int, session: Session, m: MeasurementConfig,
                    sync: Sync, job: Job, idle: Optional[IdleBaseline]) -> RepeatRecord:
-    """One measured window of a point's workload, as a repeat record."""
+    """One measured window of a point's workload, as a repeat record.
+
+    codecarbon gets one task per window, opened and closed just outside it, so both tools
+    measure the same work and their figures compare repeat by repeat.
+    """
     # A window shorter than ~10 meter updates measures the update grid, not the work.
     min_s = max(m.min_seconds, 10 * session.resolution_s)
     latencies = Latencies()
     timings: dict[str, list[float]] = {}
-    with session.window(window_label(point_key, repeat), span=True) as w:
+    label = window_label(point_key, repeat)
+    session.begin_task(label)
+    with session.window(label, span=True) as w:
         t0 = time.perf_counter()
         while True:
             s0 = time.perf_counter()
@@ -99,6 +105,7 @@ def measure_window(workload: Workload, point_key: str, repeat: int, session: Ses
             if job.all_done(time.perf_counter() - t0 >= min_s):
                 break
         w.extra["steps"] = len(latencies.values)
+    codecarbon = session.end_task()
     workload.check()
     steps = len(latencies.values)
     meas = w.measurement  # every rank's energy summed (CPU and DRAM once per node)
@@ -106,7 +113,7 @@ def measure_window(workload: Workload, point_key: str, repeat: int, session: Ses
     rep = RepeatRecord.from_measurement(
         repeat, meas, steps=steps, tokens=steps * workload.tokens_per_step, flops=steps * workload.flops_per_step,
         latency_s=latencies.percentiles(),
-        active_energy_j=idle.active_energy_j(meas) if idle is not None else None,
+        active_energy_j=idle.active_energy_j(meas) if idle is not None else None, codecarbon=codecarbon,
     )
     rep.flags = flags
     for key, value in (w.detail or {}).items():

@@ -22,6 +22,12 @@ Kind = Literal["gpu", "cpu", "dram"]
 METHOD_RANK = {"none": 0, "estimated": 1, "integrated": 2, "counter": 3}
 
 
+def weakest_method(methods) -> Optional[str]:
+    """The weakest of the known methods given; None if none is known."""
+    known = [m for m in methods if m in METHOD_RANK]
+    return min(known, key=METHOD_RANK.__getitem__) if known else None
+
+
 @dataclass(frozen=True)
 class ComponentEnergy:
     component: str  # unique within a run, e.g. "gpu0", "cpu-package0", "dram0", "cpu"

@@ -19,6 +19,7 @@ import pandas as pd
 from carbonbench import stats
 from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
+from carbonbench.meters.base import weakest_method
 from carbonbench import records
 from carbonbench.records import POINT_FIELDS, RunRecord
 from carbonbench.results import COLUMNS, result_files, run_rows
@@ -225,7 +226,7 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
         row.update(status=status, error=errors[0] if errors else "", quick=bool(first["quick"]),
                    flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})))
         row.update(dict.fromkeys(SUMMARY_COLUMNS, math.nan), n_repeats=len(ok),
-                   energy_method=records.weakest_method(ok["energy_method"].dropna()))
+                   energy_method=weakest_method(ok["energy_method"].dropna()))
         if len(ok):
             row.update({col: first[col] for col in SUMMARY_COLUMNS if col in first.index and col.endswith(
                 ("_mean", "_ci95"))})
