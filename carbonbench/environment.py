@@ -12,13 +12,12 @@ import psutil
 import torch
 
 from carbonbench import __version__
+from carbonbench.errors import UserError
 from carbonbench.meters.cpu import cpu_model_name
 
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' picks CUDA when present; 'cuda' without a GPU is a user error."""
-    from carbonbench.errors import UserError
-
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():

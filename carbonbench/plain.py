@@ -57,8 +57,9 @@ def numbers(data: Any, where: str) -> dict[str, Any]:
 class Record:
     """Typed fields from a plain mapping; unknown keys are kept in ``extra``.
 
-    Subclasses list each plain field's kind in ``KINDS``; fields holding other records
-    are converted by the subclass's own ``from_dict``.
+    Subclasses list each plain field's kind in ``KINDS``; a field not listed there is
+    taken as it is (a free-form mapping, such as the environment), and fields holding
+    other records are converted by the subclass's own ``from_dict``.
     """
 
     KINDS: ClassVar[dict[str, str]] = {}
@@ -70,9 +71,9 @@ class Record:
             raise Damaged(where, MAPPING)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         out: dict[str, Any] = {"extra": {k: v for k, v in data.items() if k not in names}}
-        for name, want in cls.KINDS.items():
-            if name in data:
-                out[name] = check(data[name], want, f"{where}.{name}" if where else name)
+        for name in names & data.keys():
+            want = cls.KINDS.get(name)
+            out[name] = check(data[name], want, f"{where}.{name}" if where else name) if want else data[name]
         return out
 
     def to_dict(self) -> dict[str, Any]:

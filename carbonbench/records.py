@@ -158,7 +158,7 @@ class PointRecord(Record):
     error: Optional[str] = None
     repeats: list[RepeatRecord] = field(default_factory=list)
     started_unix_s: Optional[float] = omit()
-    tokens_per_word: Optional[float] = omit()
+    tokens_per_word: Optional[float] = None  # text prompts only: tokens per word of the text
     tokens_per_step: Optional[int] = omit()
     flops_per_step: Optional[float] = omit()
     warmup: Optional[dict[str, Any]] = omit()
@@ -282,7 +282,7 @@ class RunRecord(Record):
     points: list[PointRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     engine: Optional[Any] = omit()  # the engine in effect: {name, options, notes}; old runs: a name
-    codecarbon: Optional[Any] = omit()
+    codecarbon: Optional[Any] = None  # codecarbon's whole-run total (None when off or failed)
     codecarbon_meter: Optional[dict[str, Any]] = omit()
     # torchrun jobs: the processes and nodes (carbonbench.distributed).
     world_size: Optional[int] = omit()

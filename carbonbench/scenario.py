@@ -301,6 +301,7 @@ def model_card(model: str):
     """The card for a scenario's model entry: a name, a card file or a checkpoint dir."""
     p = Path(model)
     if p.is_dir():
+        # Checkpoint handling imports torch: a scenario of cards alone loads without it.
         from carbonbench.opt.checkpoint import arch_from_hf_config
 
         config = p / "config.json"

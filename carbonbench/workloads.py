@@ -29,6 +29,7 @@ from typing import Callable, Optional
 
 import torch
 
+from carbonbench.engines import make_engine
 from carbonbench.opt.card import Architecture
 from carbonbench.scenario import Point, TrainConfig
 
@@ -86,8 +87,6 @@ class Workload(ABC):
         self.model, self.point, self.inputs, self.sync = model, point, inputs, sync
         self.arch: Architecture = model.arch
         if engine is None:  # the native engine with default options
-            from carbonbench.engines import make_engine
-
             engine = make_engine(None, inputs.input_ids.device)
         self.engine = engine  # carbonbench.engines.Engine: runs the model's operations
 

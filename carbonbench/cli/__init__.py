@@ -2,6 +2,10 @@
 
 User errors (``carbonbench.errors.UserError``) become click errors with exit status 2,
 printed as one line and never with a traceback, both from the shell and under CliRunner.
+
+Each command imports what it runs inside its function, not at module level: every
+command module is imported to build the group, and ``--help`` or ``models`` must not pay
+for torch, pandas or plotly.
 """
 
 from __future__ import annotations

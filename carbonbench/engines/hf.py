@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from carbonbench.engines.base import Engine
 from carbonbench.errors import ModelTooLargeError, UserError
+from carbonbench.opt import available_bytes, target_device
 
 GB = 1e9
 MISSING = "engine 'transformers' needs the transformers extra: pip install carbonbench[transformers]"
@@ -140,11 +141,9 @@ class TransformersEngine(Engine):
     def load(self, entry, device, dtype, seed):
         from transformers import OPTForCausalLM
 
-        from carbonbench.opt import _resolve, available_bytes
-
         card = entry.card
         arch = card.architecture
-        device = _resolve(device)
+        device = target_device(device)
         needed, free = arch.param_count() * dtype.itemsize, available_bytes(device)
         if needed > free:
             raise ModelTooLargeError(

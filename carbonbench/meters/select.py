@@ -18,6 +18,7 @@ import torch
 from carbonbench.errors import MeterError
 from carbonbench.meters.base import Meter, MeterSet, NullMeter
 from carbonbench.meters.cpu import CpuEstimateMeter, DramEstimateMeter
+from carbonbench.meters.nvml import NvmlMeter
 from carbonbench.meters.rapl import POWERCAP_ROOT, RaplMeter, discover
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,6 @@ def _warn_rapl_permission(root: Path) -> None:
 
 
 def _gpu_meter(interval: Optional[float], gpu_indices: Optional[Sequence[int]]) -> tuple[Meter, list[int]]:
-    from carbonbench.meters.nvml import NvmlMeter
-
     uuids = _torch_uuids()
     indices = list(gpu_indices) if gpu_indices is not None else None
     try:

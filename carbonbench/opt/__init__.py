@@ -89,7 +89,7 @@ def available_bytes(device: torch.device) -> int:
 
 def _allocate(arch: Architecture, device, dtype: torch.dtype, name: str) -> OPT:
     """An uninitialised model on device, after checking that its weights fit there."""
-    device = _resolve(device)
+    device = target_device(device)
     with torch.device("meta"):
         model = OPT(arch).to(dtype)
     if device.type == "meta":
@@ -103,7 +103,7 @@ def _allocate(arch: Architecture, device, dtype: torch.dtype, name: str) -> OPT:
     return model.to_empty(device=device)
 
 
-def _resolve(device) -> torch.device:
+def target_device(device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():

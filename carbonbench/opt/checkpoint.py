@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from carbonbench.config import FieldError
 from carbonbench.errors import CheckpointError
 from carbonbench.opt.card import Architecture
+from carbonbench.opt.model import OPT
 
 # config.json key -> Architecture field
 HF_KEYS = {
@@ -202,8 +203,6 @@ def check_checkpoint(directory: str | Path, card_arch: Architecture | None = Non
     The runner calls this for every checkpoint before it writes anything, so a broken
     checkpoint is one error line and leaves no partial result file behind.
     """
-    from carbonbench.opt.model import OPT
-
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found" + (f" (named by card {name})" if name else ""))

@@ -35,6 +35,7 @@ def default_output(data: ReportData, reports_dir: Path = REPORTS_DIR) -> Path:
 
 def render(data: ReportData, *, title: Optional[str] = None) -> str:
     """The report's HTML text."""
+    # Drawing needs plotly, reading does not: report.load works where plotly is missing.
     import plotly.offline
 
     from carbonbench import __version__
