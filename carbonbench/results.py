@@ -28,7 +28,7 @@ COLUMNS = [
     "run_id", "run_status", "scenario", "hostname", "device_type", "device_name", "n_devices",
     "model", "params", "engine", "engine_options", "dtype",
     "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len", "repeat", "status", "error",
-    "tokens", "steps", "duration_s", "tokens_per_s", "flops",
+    "tokens", "steps", "duration_s", "tokens_per_s", "flops", "model_flops",  # flops: model_flops
     "energy_j", "energy_method", "energy_gpu_j", "energy_cpu_j", "energy_dram_j",
     "energy_gpu_method", "energy_cpu_method", "energy_dram_method",
     "active_energy_j", "idle_power_w", "joules_per_token",
@@ -134,7 +134,7 @@ _POINT_FIELDS = {
 }
 _REPEAT_FIELDS = {
     _NUMBERS: ("repeat", "steps", "tokens", "flops", "duration_s", "energy_j", "active_energy_j", "ttft_s", "tpot_s",
-               "start_unix_s"),
+               "start_unix_s", "model_flops"),  # flops: model_flops type-checked like flops
     _STRINGS: ("status", "energy_method"),
 }
 
@@ -320,6 +320,7 @@ def _repeat_columns(rep: dict[str, Any]) -> dict[str, Any]:
         "steps": rep.get("steps"),
         "duration_s": duration,
         "flops": rep.get("flops"),
+        "model_flops": rep.get("model_flops"),  # flops: absent (NaN) in files before it
         "tokens_per_s": tokens / duration if tokens and duration else None,
         "energy_j": energy,
         "energy_method": rep.get("energy_method"),

@@ -337,6 +337,7 @@ class Runner:
             workload = self._workload(model, point, inputs, training)
             record["tokens_per_step"] = workload.tokens_per_step
             record["flops_per_step"] = workload.flops_per_step
+            record["model_flops_per_step"] = workload.model_flops_per_step  # flops: MFU's convention
             record["warmup"] = self._warm_up(workload, m)
             for i in range(m.repeats):
                 # One codecarbon task per window, opened and closed outside it, so both
@@ -402,6 +403,7 @@ class Runner:
         # A step's tokens and FLOPs are the whole job's: every data-parallel replica's.
         workload.tokens_per_step *= self.layouts[point.key].dp
         workload.flops_per_step *= self.layouts[point.key].dp
+        workload.model_flops_per_step *= self.layouts[point.key].dp  # flops: as the hardware figure
         return workload
 
     def _warm_up(self, workload: Workload, m: MeasurementConfig) -> dict:
@@ -462,6 +464,7 @@ class Runner:
             "steps": steps,
             "tokens": steps * workload.tokens_per_step,
             "flops": steps * workload.flops_per_step,
+            "model_flops": steps * workload.model_flops_per_step,  # flops: MFU's convention
             **meas.as_dict(),
             "energy_method": meas.method,
             "latency_s": _percentiles(latencies),
