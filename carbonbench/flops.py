@@ -16,21 +16,27 @@ HARDWARE FLOPs, behind HFU, count what carbonbench's engine executes:
   pre-LN layer's last matmul (fc2) is never run again; a post-LN layer (opt-350m) ends
   in a layer norm that saves its outputs, so fc2 does run again. The LM head and the
   embedding projections are outside the checkpointed layers and never recomputed;
-- a decode step that reads the whole static KV cache (the compiled or CUDA-graph step,
-  ``OPT.step``) scores every slot of the buffer, filled or not.
+- a decode step that reads the whole static KV cache (the native engine's compiled or
+  CUDA-graph step, ``OPT.step``; transformers' StaticCache) scores every slot of the
+  buffer, filled or not;
+- transformers applies opt-350m's project_out to every prompt position before keeping
+  the last one.
 
 Both conventions count 2 FLOPs per multiply-add, matmuls only: biases, norms, softmax
 and embedding lookups are left out (below 1% for every OPT size). Attention is counted
-dense: each query against every key the SDPA call is given, masked or not. That is what
-the math SDPA backend computes and what ``torch.utils.flop_counter.FlopCounterMode``
-counts for every SDPA kernel. Flash-style kernels skip whole masked tiles of a causal
-call and recompute the scores in their backward; that tile-level work depends on the
-kernel and the GPU, and is not modelled.
+dense: each query against every key the SDPA call is given, masked or not, and its
+backward as twice its forward. That is what the math SDPA backend computes, and what
+``torch.utils.flop_counter.FlopCounterMode`` counts for it (it has no formula for the
+CPU's fused kernel). Flash-style kernels skip whole masked tiles of a causal call, and
+recompute the scores in their backward (FlopCounterMode counts that recompute for the
+CUDA kernels); that kernel-level work depends on the kernel and the GPU, and is not
+modelled.
 
 For whole jobs, ``job_from_architecture`` and ``job_from_params`` give the same model
 FLOPs and, with recomputation, hardware FLOPs as Megatron-LM counts them (one more
-forward of every layer, none of the LM head: 96 B s l h^2 (1 + s/(6h) + V/(16 l h))),
-which is how published throughputs with recomputation (OPT, BLOOM) were computed.
+forward of every layer, none of the LM head: 96 B s l h^2 (1 + s/(6h) + V/(16 l h))).
+BLOOM's published throughput was computed that way (its training README), and OPT's
+logbook figures (4.3e23 FLOPs, 33 days on 1024 GPUs at 147 TFLOP/s) agree with it.
 """
 
 from __future__ import annotations
