@@ -24,6 +24,7 @@ from carbonbench import grid as gridmod
 from carbonbench.errors import ConfigError, ResultsError
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware, match_device
+from carbonbench.records import POINT_KEYS_WITH_MACHINE
 from carbonbench.settings import HOURS_PER_YEAR, CarbonConfig, CostConfig, EmbodiedConfig
 
 __all__ = ["CarbonConfig", "CostConfig", "EmbodiedConfig", "HOURS_PER_YEAR", "derive", "where_to_run"]
@@ -33,7 +34,7 @@ MILLION = 1e6
 
 # Where a row is, in the results: the scenario's settings, one column each.
 GRID_COLUMNS = ("grid_country", "grid_region", "grid_g_per_kwh")
-_NUMERIC = ("energy_j", "tokens", "duration_s", "n_devices", "flops")
+_NUMERIC = ("energy_j", "tokens", "duration_s", "n_devices", "flops", "model_flops")
 _SIXTEEN_BIT = {"float16", "fp16", "half", "bfloat16", "bf16"}
 
 DERIVED_COLUMNS = (
@@ -41,7 +42,7 @@ DERIVED_COLUMNS = (
     "joules_per_token", "kwh_per_million_tokens", "facility_kwh_per_million_tokens",
     "co2e_g", "co2e_g_per_million_tokens", "cost_usd", "usd_per_million_tokens",
     "usd_electricity_per_million_tokens", "usd_rental_per_million_tokens", "tokens_per_joule",
-    "achieved_flops_per_s", "hardware", "peak_flops_per_s", "mfu",
+    "achieved_flops_per_s", "achieved_model_flops_per_s", "hardware", "peak_flops_per_s", "mfu", "hfu",
 )
 EMBODIED_COLUMNS = ("embodied_co2e_g", "embodied_co2e_g_per_million_tokens", "embodied_source")
 
@@ -119,10 +120,7 @@ def where_to_run(
     return result.reset_index()
 
 
-_POINT_KEYS = (
-    "run_id", "hostname", "device_name", "n_devices", "model", "engine", "dtype", "workload",
-    "batch_size", "prompt_tokens", "new_tokens", "seq_len",
-)
+_POINT_KEYS = POINT_KEYS_WITH_MACHINE
 
 
 def _derive(
@@ -175,7 +173,10 @@ def _derive(
     out["usd_rental_per_million_tokens"] = _per(rental, tokens) * MILLION
     out["usd_per_million_tokens"] = _per(out["cost_usd"], tokens) * MILLION
     out["tokens_per_joule"] = _per(tokens, out["energy_j"])
+    # flops counts what the engine executed (recomputation included), model_flops the
+    # published convention (carbonbench.flops); files from before model_flops give NaN.
     out["achieved_flops_per_s"] = _per(out["flops"], out["duration_s"])
+    out["achieved_model_flops_per_s"] = _per(out["model_flops"], out["duration_s"])
 
     hardware = _match_rows(out, hardware_file)
     out["hardware"] = [hw.name if hw is not None else None for hw in hardware]
@@ -184,7 +185,8 @@ def _derive(
     # The table holds 16-bit tensor-core peaks only; an fp32 run's MFU against them
     # would be a different quantity, so it is left out rather than misreported.
     sixteen_bit = out["dtype"].map(is_sixteen_bit).astype(bool)
-    out["mfu"] = _per(out["achieved_flops_per_s"], out["peak_flops_per_s"]).where(sixteen_bit)
+    out["mfu"] = _per(out["achieved_model_flops_per_s"], out["peak_flops_per_s"]).where(sixteen_bit)
+    out["hfu"] = _per(out["achieved_flops_per_s"], out["peak_flops_per_s"]).where(sixteen_bit)
 
     if embodied is not None and embodied.enabled:
         per_hour = [embodied.per_device_hour(hw) for hw in hardware]

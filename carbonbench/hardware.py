@@ -21,6 +21,11 @@ Users add or override rows with a YAML file, named by ``--hardware-file`` or the
         memory_bandwidth_gb_per_s: 5300
         nvml_names: ["AMD Instinct MI300X.*"]     # regular expressions, full match
         source: AMD MI300X datasheet
+
+A device NVML never sees (a TPU) needs no ``nvml_names``; one whose vendor publishes no
+TDP may leave ``tdp_w`` out and give a measured ``mean_power_w`` with its
+``power_source`` instead. Estimates use the power given on the command line, else the
+mean power, else the TDP, and say which.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ class Hardware:
 
     name: str  # the short key users type: "a100-80gb"
     description: str  # the full product name
-    tdp_w: float
+    tdp_w: Optional[float]  # None: the vendor publishes none (TPUs)
     memory_bytes: int
     peak_bf16_flops: float  # dense bf16/fp16 tensor-core peak, FLOP/s per device
     memory_bandwidth_bytes_per_s: float
@@ -61,10 +66,14 @@ class Hardware:
     source: str = DATASHEET
     embodied_kgco2e: Optional[float] = None  # None: no published figure
     embodied_source: str = ""
+    mean_power_w: Optional[float] = None  # a measured average under load, where published
+    power_source: str = ""
 
     def __post_init__(self):
-        for key in ("tdp_w", "memory_bytes", "peak_bf16_flops", "memory_bandwidth_bytes_per_s"):
+        for key in ("tdp_w", "memory_bytes", "peak_bf16_flops", "memory_bandwidth_bytes_per_s", "mean_power_w"):
             value = getattr(self, key)
+            if key in ("tdp_w", "mean_power_w") and value is None:
+                continue
             if not value > 0:
                 raise ValueError(f"hardware {self.name}: {key} must be > 0 (got {value!r})")
 
@@ -101,10 +110,12 @@ class HardwareEntry:
     """One row of a user hardware file, in the units datasheets use."""
 
     name: str
-    tdp_w: float = field(metadata=positive())
     memory_gb: float = field(metadata=positive())
     peak_bf16_tflops: float = field(metadata=positive())
     memory_bandwidth_gb_per_s: float = field(metadata=positive())
+    tdp_w: Optional[float] = field(default=None, metadata=positive())
+    mean_power_w: Optional[float] = field(default=None, metadata=positive())
+    power_source: str = ""
     description: str = ""
     nvml_names: list[str] = field(default_factory=list)
     source: str = "user hardware file"
@@ -121,6 +132,8 @@ class HardwareEntry:
                 raise FieldError(f"nvml_names[{i}]", pattern, f"not a regular expression ({exc})") from None
         if self.embodied_kgco2e is not None and not self.embodied_source:
             raise FieldError("embodied_source", self.embodied_source, "say where embodied_kgco2e comes from")
+        if self.mean_power_w is not None and not self.power_source.strip():
+            raise FieldError("power_source", self.power_source, "say where mean_power_w comes from")
 
     def to_hardware(self, path: str) -> Hardware:
         return Hardware(
@@ -134,6 +147,8 @@ class HardwareEntry:
             source=f"{self.source} ({path})",
             embodied_kgco2e=self.embodied_kgco2e,
             embodied_source=self.embodied_source,
+            mean_power_w=self.mean_power_w,
+            power_source=self.power_source,
         )
 
 

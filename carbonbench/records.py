@@ -66,7 +66,8 @@ class RepeatRecord(Record):
     repeat: Optional[int] = 0
     steps: Optional[int] = 0
     tokens: Optional[int] = 0
-    flops: Optional[float] = None
+    flops: Optional[float] = None  # hardware FLOPs: what the engine executed (behind HFU)
+    model_flops: Optional[float] = omit()  # the published convention (behind MFU); absent in older files
     start_unix_s: Optional[float] = None
     duration_s: Optional[float] = None
     energy_j: Optional[float] = None
@@ -89,7 +90,8 @@ class RepeatRecord(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
-        "repeat": NUMBER, "steps": NUMBER, "tokens": NUMBER, "flops": NUMBER, "start_unix_s": NUMBER,
+        "repeat": NUMBER, "steps": NUMBER, "tokens": NUMBER, "flops": NUMBER, "model_flops": NUMBER,
+        "start_unix_s": NUMBER,
         "duration_s": NUMBER, "energy_j": NUMBER, "method": STRING, "energy_method": STRING,
         "active_energy_j": NUMBER, "ttft_s": NUMBER, "tpot_s": NUMBER, "codecarbon": MAPPING, "status": STRING,
         "world_size": NUMBER, "ranks": LIST, "nodes": LIST,
@@ -161,6 +163,7 @@ class PointRecord(Record):
     tokens_per_word: Optional[float] = None  # text prompts only: tokens per word of the text
     tokens_per_step: Optional[int] = omit()
     flops_per_step: Optional[float] = omit()
+    model_flops_per_step: Optional[float] = omit()
     warmup: Optional[dict[str, Any]] = omit()
     peak_memory_bytes: Optional[int] = omit()
     finished_unix_s: Optional[float] = omit()
@@ -174,7 +177,8 @@ class PointRecord(Record):
     KINDS = {
         "key": STRING, "model": STRING, "workload": STRING, "batch_size": NUMBER, "prompt_tokens": NUMBER,
         "new_tokens": NUMBER, "seq_len": NUMBER, "status": STRING, "error": STRING, "started_unix_s": NUMBER,
-        "tokens_per_word": NUMBER, "tokens_per_step": NUMBER, "flops_per_step": NUMBER, "warmup": MAPPING,
+        "tokens_per_word": NUMBER, "tokens_per_step": NUMBER, "flops_per_step": NUMBER,
+        "model_flops_per_step": NUMBER, "warmup": MAPPING,
         "peak_memory_bytes": NUMBER, "finished_unix_s": NUMBER, "summary": MAPPING, "params": NUMBER,
         "parallel": MAPPING, "ranks": LIST,
     }

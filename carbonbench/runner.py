@@ -165,6 +165,7 @@ class Runner:
             workload = make_workload(point, model, inputs, sync, engine, self.scenario.workloads.train,
                                      self.dtype, replicas=layout.dp)
             record.tokens_per_step, record.flops_per_step = workload.tokens_per_step, workload.flops_per_step
+            record.model_flops_per_step = workload.model_flops_per_step
             record.warmup = warm_up(workload, m, sync, self.job)
             for i in range(m.repeats):
                 record.repeats.append(measure_window(workload, point.key, i, session, m, sync, self.job,

@@ -112,6 +112,7 @@ def measure_window(workload: Workload, point_key: str, repeat: int, session: Ses
     flags = (["extended-window"] if min_s > m.min_seconds else []) + list(meas.flags)
     rep = RepeatRecord.from_measurement(
         repeat, meas, steps=steps, tokens=steps * workload.tokens_per_step, flops=steps * workload.flops_per_step,
+        model_flops=steps * workload.model_flops_per_step,
         latency_s=latencies.percentiles(),
         active_energy_j=idle.active_energy_j(meas) if idle is not None else None, codecarbon=codecarbon,
     )

@@ -1,22 +1,11 @@
 """The three workloads measured: prefill, decode and a training step.
 
 Each workload does one unit of work per ``step()`` and knows, before it runs, how many
-tokens that step processes and how many FLOPs it costs (analytic, see ``forward_flops``).
-
-FLOPs (multiply-add = 2 FLOPs), for a batch of B rows and an architecture with L layers,
-width d, embedding width e and vocabulary V:
-
-    forward(T new tokens after c cached ones, logits for h positions) =
-        B * ( 2 * N_layers * T            # q, k, v, o, fc1, fc2
-            + 2 * d * e * (T + h)         # project_in / project_out (opt-350m only)
-            + 2 * V * e * h               # LM head (tied embedding)
-            + 4 * L * d * (T*c + T(T+1)/2) )  # QK^T and AV over the causal context
-
-with N_layers = L * (4 d^2 + 2 d ffn). Biases, norms, softmax and the embedding lookup
-are left out (they are below 1% for every OPT size). Training is 3 forwards
-(forward, then backward at twice the forward), plus one more forward when activation
-checkpointing recomputes it. Decode of n new tokens is one prefill (logits for the last
-position only) then n-1 single-token steps.
+tokens that step processes and how many FLOPs it costs, in two conventions
+(carbonbench.flops): ``model_flops_per_step``, the published convention behind MFU,
+and ``hardware_flops_per_step``, what the engine executes (activation recomputation,
+decode steps over the whole static KV cache), behind HFU. ``flops_per_step`` is the
+hardware figure, as it always was in the run files.
 """
 
 from __future__ import annotations
@@ -30,34 +19,46 @@ from typing import Callable, Optional
 import torch
 
 from carbonbench.engines import make_engine
+from carbonbench import flops
 from carbonbench.opt.card import Architecture
 from carbonbench.scenario import Point, TrainConfig
 
 
 def forward_flops(arch: Architecture, batch: int, new: int, cached: int = 0, head_positions: Optional[int] = None) -> float:
-    head = new if head_positions is None else head_positions
-    d, e = arch.d_model, arch.word_embed_proj_dim
-    layers = arch.n_layers * (4 * d * d + 2 * d * arch.ffn_dim)
-    # project_in maps every new token; project_out only the positions that get logits.
-    proj_in, proj_out = (2 * d * e * new, 2 * d * e * head) if arch.projects_embeddings else (0, 0)
-    matmul = 2 * layers * new + proj_in + proj_out + 2 * arch.vocab_size * e * head
-    attention = 4 * arch.n_layers * d * (new * cached + new * (new + 1) / 2)
-    return float(batch * (matmul + attention))
+    """One forward of ``new`` tokens after ``cached`` ones, attention dense over all of them."""
+    return flops.forward(arch, batch, new, cached + new, new if head_positions is None else head_positions)
 
 
+# Hardware FLOPs as floats, for the forecast and the fixtures.
 def prefill_flops(arch: Architecture, batch: int, prompt: int) -> float:
-    return forward_flops(arch, batch, prompt, 0, head_positions=1)
+    return flops.prefill(arch, batch, prompt).hardware
 
 
 def decode_flops(arch: Architecture, batch: int, prompt: int, new: int) -> float:
-    total = prefill_flops(arch, batch, prompt)
-    for i in range(new - 1):
-        total += forward_flops(arch, batch, 1, prompt + i, head_positions=1)
-    return total
+    return flops.decode(arch, batch, prompt, new).hardware
 
 
 def train_flops(arch: Architecture, batch: int, seq: int, recompute: bool = False) -> float:
-    return (4.0 if recompute else 3.0) * forward_flops(arch, batch, seq)
+    return flops.train(arch, batch, seq, recompute).hardware
+
+
+def decode_attends_buffer(engine) -> bool:
+    """Whether the engine's decode steps score every slot of a preallocated cache: the
+    native engine's fixed-shape step (compiled or CUDA-graph replayed), and transformers'
+    StaticCache (its prefill scores the prompt only, as the native one does)."""
+    if _is_transformers(engine):
+        return bool(engine.config.static_cache)
+    return bool(getattr(engine, "compiles", False))
+
+
+def projects_all_positions(engine) -> bool:
+    """transformers applies opt-350m's project_out to every prompt position, then keeps
+    the last; the native engine keeps the last position first."""
+    return _is_transformers(engine)
+
+
+def _is_transformers(engine) -> bool:
+    return getattr(engine, "name", None) == "transformers"
 
 
 @dataclass
@@ -81,7 +82,8 @@ class Workload(ABC):
 
     name: str
     tokens_per_step: int
-    flops_per_step: float
+    model_flops_per_step: float
+    hardware_flops_per_step: float
 
     def __init__(self, model: torch.nn.Module, point: Point, inputs: Inputs, sync: Callable[[], None], engine=None):
         self.model, self.point, self.inputs, self.sync = model, point, inputs, sync
@@ -89,6 +91,18 @@ class Workload(ABC):
         if engine is None:  # the native engine with default options
             engine = make_engine(None, inputs.input_ids.device)
         self.engine = engine  # carbonbench.engines.Engine: runs the model's operations
+
+    @property
+    def flops_per_step(self) -> float:
+        """The hardware figure: what existing run files and callers have always read."""
+        return self.hardware_flops_per_step
+
+    @flops_per_step.setter
+    def flops_per_step(self, value: float) -> None:
+        self.hardware_flops_per_step = value
+
+    def _set_flops(self, step: flops.StepFlops) -> None:
+        self.model_flops_per_step, self.hardware_flops_per_step = step.model, step.hardware
 
     @abstractmethod
     def step(self) -> dict[str, float]:
@@ -119,7 +133,7 @@ class Prefill(Workload):
         b, t = inputs.input_ids.shape
         self.cache = self.engine.new_cache(model, b, t)
         self.tokens_per_step = b * t
-        self.flops_per_step = prefill_flops(self.arch, b, t)
+        self._set_flops(flops.prefill(self.arch, b, t, projects_all_positions(self.engine)))
 
     def step(self) -> dict[str, float]:
         self.engine.prefill(self.model, self.inputs.input_ids, self.cache, self.inputs.attention_mask)
@@ -141,7 +155,8 @@ class Decode(Workload):
         self.new = point.new_tokens
         self.cache = self.engine.new_cache(model, b, t + self.new)
         self.tokens_per_step = b * self.new
-        self.flops_per_step = decode_flops(self.arch, b, t, self.new)
+        self._set_flops(flops.decode(self.arch, b, t, self.new, decode_attends_buffer(self.engine),
+                                     projects_all_positions(self.engine)))
         self.out = torch.empty(b, self.new, dtype=torch.long, device=inputs.input_ids.device)
 
     def step(self) -> dict[str, float]:
@@ -178,7 +193,7 @@ class Train(Workload):
         device = inputs.input_ids.device
         b, t = inputs.input_ids.shape
         self.tokens_per_step = b * t
-        self.flops_per_step = train_flops(self.arch, b, t, recompute)
+        self._set_flops(flops.train(self.arch, b, t, recompute))
         self.recompute = recompute
         model.train()
         if hasattr(model, "gradient_checkpointing"):
@@ -243,5 +258,6 @@ def make_workload(point: Point, model: torch.nn.Module, inputs: Inputs, sync: Ca
     else:
         workload = WORKLOADS[point.workload](model, point, inputs, sync, engine=engine)
     workload.tokens_per_step *= replicas
-    workload.flops_per_step *= replicas
+    workload.hardware_flops_per_step *= replicas
+    workload.model_flops_per_step *= replicas
     return workload

@@ -121,7 +121,7 @@ def _row(**changes):
         run_id="r1", hostname="h", device_type="cuda", device_name="NVIDIA A100-SXM4-80GB", n_devices=2,
         model="opt-1.3b", params=1_315_758_080, engine="native", dtype="bfloat16", workload="train",
         batch_size=8, prompt_tokens=0, new_tokens=0, seq_len=2048, repeat=0, status="ok",
-        tokens=16384, duration_s=2.0, flops=3.0e14, energy_j=1800.0,
+        tokens=16384, duration_s=2.0, flops=3.0e14, model_flops=2.4e14, energy_j=1800.0,
         grid_country="FRA", grid_region=None, grid_g_per_kwh=np.nan, pue=1.2,
         usd_per_kwh=0.2, usd_per_device_hour=3.0,
     )
@@ -151,7 +151,9 @@ def test_derived_columns_by_hand():
     assert d.achieved_flops_per_s == pytest.approx(1.5e14)
     assert d.hardware == "a100-80gb"
     assert d.peak_flops_per_s == pytest.approx(2 * 312e12)  # both devices
-    assert d.mfu == pytest.approx(1.5e14 / (2 * 312e12))
+    assert d.achieved_model_flops_per_s == pytest.approx(1.2e14)
+    assert d.mfu == pytest.approx(1.2e14 / (2 * 312e12))  # model FLOPs
+    assert d.hfu == pytest.approx(1.5e14 / (2 * 312e12))  # hardware FLOPs, recomputation included
     for col in EMBODIED_COLUMNS:
         assert col not in d.index  # off by default
 
@@ -165,8 +167,17 @@ def test_mfu_only_for_sixteen_bit_runs_on_known_hardware():
     ])
     d = derive(df)
     assert d.mfu.isna().tolist() == [True, True, True, False]
+    assert d.hfu.isna().tolist() == [True, True, True, False]
     assert d.hardware.isna().tolist() == [False, True, True, False]
     assert d.peak_flops_per_s.isna().tolist()[1:3] == [True, True]
+
+
+def test_files_without_model_flops_get_no_mfu_but_an_hfu():
+    row = _row()
+    del row["model_flops"]
+    d = derive(pd.DataFrame([row])).iloc[0]
+    assert np.isnan(d.mfu) and np.isnan(d.achieved_model_flops_per_s)
+    assert d.hfu == pytest.approx(1.5e14 / (2 * 312e12))
 
 
 def test_failed_rows_and_zero_tokens_give_nan_not_inf():
@@ -292,14 +303,15 @@ def test_results_load_carries_the_derived_columns(tmp_path):
     df = load(path)
     assert set(DERIVED_COLUMNS) <= set(df.columns)
     ok = df[df.status == "ok"]
-    assert ok.mfu.notna().all() and ok.hardware.eq("h100-sxm").all()
+    assert ok.mfu.notna().all() and ok.hfu.notna().all() and ok.hardware.eq("h100-sxm").all()
+    assert (ok.mfu <= ok.hfu).all()
     assert (ok.grid_g_per_kwh == _bundled_country("DEU")).all()
 
 
 def _result_file() -> dict:
     """A minimal schema-1 result file: one bf16 decode point on an H100, two repeats."""
     def rep(i, energy):
-        return {"repeat": i, "steps": 1, "tokens": 512, "flops": 4.0e13, "duration_s": 0.5,
+        return {"repeat": i, "steps": 1, "tokens": 512, "flops": 4.0e13, "model_flops": 4.0e13, "duration_s": 0.5,
                 "energy_j": energy, "energy_method": "counter", "components": {}}
 
     return {
@@ -315,7 +327,8 @@ def _result_file() -> dict:
              "repeats": [rep(0, 150.0), rep(1, 170.0)]},
             {"model": "opt-1.3b", "workload": "train", "batch_size": 4, "prompt_tokens": 0,
              "new_tokens": 0, "seq_len": 2048, "status": "ok", "params": 1315758080,
-             "repeats": [{"repeat": 0, "steps": 2, "tokens": 8192, "flops": 1.6e14, "duration_s": 0.4,
+             "repeats": [{"repeat": 0, "steps": 2, "tokens": 8192, "flops": 1.6e14, "model_flops": 1.2e14,
+                          "duration_s": 0.4,
                           "energy_j": 240.0, "energy_method": "counter", "components": {}}]},
             {"model": "opt-1.3b", "workload": "decode", "batch_size": 64, "prompt_tokens": 128,
              "new_tokens": 64, "seq_len": 0, "status": "oom", "error": "CUDA out of memory", "repeats": []},

@@ -2,10 +2,15 @@
 
 Three modes, picked by the flags given:
 
-- training:  --model CARD | --params N, --tokens N, --hardware NAME, --devices N and one of
-             --mfu F, --achieved-tflops F or --from RESULTS (the MFU measured there);
-- power:     --devices N --device-power-w W --hours H (first principles);
+- training:  --model CARD | --params N --layers L --d-model D --seq-len S, --tokens N,
+             --hardware NAME, --devices N and one of --mfu F, --achieved-tflops F or
+             --from RESULTS (the MFU measured there);
+- power:     --devices N --hours H, or --device-hours H, at --device-power-w W (or the
+             hardware's power);
 - inference: --from RESULTS --requests-per-day N --tokens-per-request N.
+
+Training and power accept a host power term (--host-w-per-device, or --host-w-per-node
+with --devices-per-node). The text and JSON output is in carbonbench.cli.estimate_text.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -82,6 +87,11 @@ def facility_options(func):
                      help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper)."),
         click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
                      help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE)."),
+        click.option("--host-w-per-device", type=NON_NEGATIVE, default=None,
+                     help="Host power (CPUs, memory, network) per device, W, drawn for every device-hour."),
+        click.option("--host-w-per-node", type=NON_NEGATIVE, default=None,
+                     help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device."),
+        click.option("--devices-per-node", type=COUNT, default=None, help="Devices per node, for --host-w-per-node."),
         click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
                      help="Output format; JSON keys carry their units."),
     ]
@@ -91,19 +101,29 @@ def facility_options(func):
 
 
 @click.command()
-@click.option("--model", default=None, help="Model card name or YAML path (e.g. opt-175b): gives N, the parameter count.")
-@click.option("--params", type=Amount(integer=True), default=None, help="Parameter count N, instead of --model (e.g. 175e9).")
+@click.option("--model", default=None, help="Model card name or YAML path (e.g. opt-175b): gives the architecture.")
+@click.option("--params", type=Amount(integer=True), default=None,
+              help="Parameter count N, instead of --model (e.g. 175e9); needs --layers, --d-model, --seq-len.")
+@click.option("--layers", type=COUNT, default=None, help="Transformer layers, with --params.")
+@click.option("--d-model", type=COUNT, default=None, help="Model width (heads x head size), with --params.")
+@click.option("--seq-len", type=COUNT, default=None,
+              help="Training sequence length (attention FLOPs grow with it). Default with --model: the card's context.")
 @click.option("--tokens", type=Amount(), default=None,
               help="Training tokens D (e.g. 300e9). Default: the card's published figure, if any.")
 @click.option("--hardware", default=None, help="Device kind from the hardware table (e.g. a100-80gb, h100-sxm).")
 @click.option("--devices", type=COUNT, default=None, help="Number of devices.")
 @click.option("--mfu", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-              help="Achieved fraction of the device's dense bf16 peak (0-1).")
-@click.option("--achieved-tflops", type=POSITIVE, default=None, help="Achieved TFLOP/s per device, instead of --mfu.")
-@click.option("--recompute", is_flag=True, help="Count activation recomputation: 8 N D FLOPs instead of 6 N D.")
+              help="Model FLOPs utilisation: model FLOPs per second / the device's dense bf16 peak (0-1).")
+@click.option("--achieved-tflops", type=POSITIVE, default=None,
+              help="Achieved hardware TFLOP/s per device, recomputation counted with --recompute (as OPT and BLOOM "
+                   "published theirs), instead of --mfu.")
+@click.option("--recompute", is_flag=True,
+              help="Activation recomputation: hardware FLOPs add one forward of every layer; model FLOPs do not change.")
 @click.option("--device-power-w", type=POSITIVE, default=None,
-              help="Average power per device, W. Default: the hardware's TDP.")
-@click.option("--hours", type=POSITIVE, default=None, help="Wall-clock hours (power mode: --devices, --device-power-w, --hours).")
+              help="Average power per device, W. Default: the hardware's mean power if its file gives one, else its TDP.")
+@click.option("--hours", type=POSITIVE, default=None, help="Wall-clock hours (power mode, with --devices).")
+@click.option("--device-hours", type=Amount(), default=None,
+              help="Device-hours, as footprint papers publish them (power mode, instead of --devices and --hours).")
 @click.option("--from", "results", type=click.Path(exists=True), default=None,
               help="Results file or directory: the MFU measured there (training) or the point to serve (inference).")
 @click.option("--select", "selects", multiple=True, metavar="KEY=VALUE",
@@ -116,10 +136,13 @@ def estimate(**opts: Any) -> None:
 
     \b
     Training:  carbonbench estimate --model opt-175b --tokens 300e9 --hardware a100-80gb \\
-                 --devices 992 --achieved-tflops 147 --recompute --grid-g-per-kwh 230
+                 --devices 992 --achieved-tflops 147 --recompute --country USA
     Power:     carbonbench estimate --devices 8 --device-power-w 700 --hours 24 --country FRA
+               carbonbench estimate --device-hours 1082990 --device-power-w 400 --grid-g-per-kwh 57
     Inference: carbonbench estimate --from results/ --requests-per-day 1e6 --tokens-per-request 500
     """
+    from carbonbench.cli.estimate_text import jsonable, render_text
+
     mode = _mode(opts)
     if mode == "inference":
         result = _inference(opts)
@@ -128,15 +151,16 @@ def estimate(**opts: Any) -> None:
     else:
         result = _training(opts)
     if opts["fmt"] == "json":
-        click.echo(json.dumps(_jsonable(result.to_dict()), indent=2))
+        click.echo(json.dumps(jsonable(result.to_dict()), indent=2))
     else:
         click.echo(render_text(result))
 
 
 # ---- mode selection and flag conflicts -------------------------------------------------
 
-_TRAINING_ONLY = ("model", "params", "tokens", "mfu", "achieved_tflops", "recompute")
+_TRAINING_ONLY = ("model", "params", "layers", "d_model", "seq_len", "tokens", "mfu", "achieved_tflops", "recompute")
 _INFERENCE_ONLY = ("requests_per_day", "tokens_per_request")
+_HOST = ("host_w_per_device", "host_w_per_node", "devices_per_node")
 
 
 _FLAG_NAMES = {"results": "--from", "selects": "--select", "fmt": "--format"}
@@ -164,27 +188,36 @@ def _mode(opts: dict) -> str:
         raise click.UsageError("--region needs --country (e.g. --country CAN --region quebec)")
     if _given(opts, "selects") and not _given(opts, "results"):
         raise click.UsageError("--select picks a point of --from RESULTS; give --from")
+    if _given(opts, "host_w_per_node") != _given(opts, "devices_per_node"):
+        raise click.UsageError("--host-w-per-node and --devices-per-node go together")
+    if _given(opts, "host_w_per_node") and _given(opts, "host_w_per_device"):
+        raise click.UsageError("--host-w-per-device and --host-w-per-node cannot be used together: give one")
     if any(_given(opts, n) for n in _INFERENCE_ONLY):
-        _conflict(opts, _TRAINING_ONLY + ("hours", "devices", "device_power_w", "hardware"),
-                  "in inference mode (--requests-per-day): the measured point fixes the model and devices")
+        _conflict(opts, _TRAINING_ONLY + _HOST + ("hours", "device_hours", "devices", "device_power_w", "hardware"),
+                  "in inference mode (--requests-per-day): the measured point fixes the model, devices and power")
         missing = [_flag(n) for n in ("results",) + _INFERENCE_ONLY if not _given(opts, n)]
         if missing:
             raise click.UsageError(f"inference mode needs {', '.join(missing)}")
         return "inference"
-    if _given(opts, "hours"):
-        _conflict(opts, _TRAINING_ONLY + ("results",), "in power mode (--hours)")
-        if not _given(opts, "devices"):
-            raise click.UsageError("power mode needs --devices")
+    if _given(opts, "hours") or _given(opts, "device_hours"):
+        which = "--device-hours" if _given(opts, "device_hours") else "--hours"
+        _conflict(opts, _TRAINING_ONLY + ("results",), f"in power mode ({which})")
+        if _given(opts, "hours") and _given(opts, "device_hours"):
+            raise click.UsageError("--hours and --device-hours cannot be used together: give one")
+        if _given(opts, "hours") and not _given(opts, "devices"):
+            raise click.UsageError("power mode with --hours needs --devices")
         if not (_given(opts, "device_power_w") or _given(opts, "hardware")):
-            raise click.UsageError("power mode needs --device-power-w (or --hardware, to use its TDP)")
+            raise click.UsageError("power mode needs --device-power-w (or --hardware, to use its power)")
         return "power"
     if _given(opts, "model") and _given(opts, "params"):
         raise click.UsageError("--model and --params cannot be used together: give one")
     if not (_given(opts, "model") or _given(opts, "params")):
         raise click.UsageError(
-            "nothing to estimate: give --model/--params for training, --hours for power, "
+            "nothing to estimate: give --model/--params for training, --hours or --device-hours for power, "
             "or --requests-per-day with --from for inference"
         )
+    if _given(opts, "model") and (_given(opts, "layers") or _given(opts, "d_model")):
+        raise click.UsageError("--layers and --d-model describe a --params model; --model's card has its own")
     throughput = [_flag(n) for n in ("mfu", "achieved_tflops", "results") if _given(opts, n)]
     if len(throughput) > 1:
         raise click.UsageError(f"{' and '.join(throughput)} cannot be used together: give one throughput")
@@ -234,6 +267,18 @@ def facility_from(opts: dict):
     )
 
 
+def host_from(opts: dict):
+    """Host power per device from --host-w-per-device, or --host-w-per-node / --devices-per-node."""
+    from carbonbench.estimate import Host
+
+    if opts.get("host_w_per_node") is not None:
+        per_node, n = opts["host_w_per_node"], opts["devices_per_node"]
+        return Host(per_node / n, f"{per_node:g} W per node of {n} devices, given")
+    if opts.get("host_w_per_device") is not None:
+        return Host(opts["host_w_per_device"], "given")
+    return Host()
+
+
 def _embodied(opts: dict):
     from carbonbench.carbon import EmbodiedConfig
 
@@ -274,16 +319,17 @@ def _selection(opts: dict) -> dict[str, str]:
 
 
 def _training(opts: dict):
-    from carbonbench.estimate import estimate_training, select_point
+    from carbonbench.estimate import estimate_training
     from carbonbench.hardware import get_hardware
+    from carbonbench.measured import select_point
     from carbonbench.opt.card import find_card
 
     facility = facility_from(opts)
     notes: list[str] = []
-    model, params, tokens = None, opts.get("params"), opts.get("tokens")
+    model, arch, params, tokens = None, None, opts.get("params"), opts.get("tokens")
     if opts.get("model"):
         card = find_card(opts["model"])
-        model, params = card.name, card.param_count()
+        model, arch, params = card.name, card.architecture, card.param_count()
         if tokens is None and card.published.training_tokens:
             tokens = card.published.training_tokens
             source = card.published.sources.get("training_tokens", "the model card")
@@ -292,19 +338,19 @@ def _training(opts: dict):
         raise click.UsageError("training mode needs --tokens (the card publishes no training tokens)")
 
     hardware = get_hardware(opts["hardware"], opts.get("hardware_file")) if opts.get("hardware") else None
-    mfu, achieved, mfu_source = opts.get("mfu"), None, "given with --mfu"
+    mfu, achieved, source = opts.get("mfu"), None, "given with --mfu"
     if opts.get("achieved_tflops") is not None:
-        achieved, mfu_source = opts["achieved_tflops"] * 1e12, "given with --achieved-tflops"
+        achieved, source = opts["achieved_tflops"] * 1e12, "given with --achieved-tflops"
     if opts.get("results"):
         point = select_point(_load_results(opts), source=str(opts["results"]), workloads=("train",),
                              select=_selection(opts), hardware_file=opts.get("hardware_file"))
         mfu = point.mfu
         if mfu is None:
-            raise UserError(
-                f"{opts['results']}: no MFU for {point.description}: it needs a 16-bit run on a device "
-                "in the hardware table (CPU and fp32 runs have none); give --mfu or --achieved-tflops"
-            )
-        mfu_source = f"MFU {mfu:.1%} measured: {point.description}"
+            why = ("its results predate model FLOPs (they record hardware FLOPs only, so only an HFU)"
+                   if point.hfu is not None else
+                   "it needs a 16-bit run on a device in the hardware table (CPU and fp32 runs have none)")
+            raise UserError(f"{opts['results']}: no MFU for {point.description}: {why}; give --mfu or --achieved-tflops")
+        source = f"measured: {point.description}"
         if hardware is None:
             hardware = point.hardware
         elif hardware.name != point.hardware.name:
@@ -313,9 +359,10 @@ def _training(opts: dict):
         notes.append(f"the MFU of the measured {point.model} step is assumed to hold for the whole "
                      f"{model or 'model'} job")
     result = estimate_training(
-        params=params, tokens=tokens, hardware=hardware, devices=opts["devices"], facility=facility,
-        mfu=mfu, achieved_flops_per_s=achieved, mfu_source=mfu_source,
-        device_power_w=opts.get("device_power_w"), recompute=opts["recompute"], model=model,
+        arch=arch, params=params, layers=opts.get("layers"), d_model=opts.get("d_model"), seq_len=opts.get("seq_len"),
+        tokens=tokens, hardware=hardware, devices=opts["devices"], facility=facility, mfu=mfu,
+        achieved_flops_per_s=achieved, throughput_source=source, device_power_w=opts.get("device_power_w"),
+        host=host_from(opts), recompute=opts["recompute"], model=model,
     )
     return dataclasses.replace(result, assumptions=tuple(notes) + result.assumptions)
 
@@ -325,12 +372,13 @@ def _power(opts: dict):
     from carbonbench.hardware import get_hardware
 
     hardware = get_hardware(opts["hardware"], opts.get("hardware_file")) if opts.get("hardware") else None
-    return estimate_power(devices=opts["devices"], hours=opts["hours"], facility=facility_from(opts),
-                          device_power_w=opts.get("device_power_w"), hardware=hardware)
+    return estimate_power(devices=opts.get("devices"), hours=opts.get("hours"), device_hours=opts.get("device_hours"),
+                          facility=facility_from(opts), device_power_w=opts.get("device_power_w"), hardware=hardware,
+                          host=host_from(opts))
 
 
 def _inference(opts: dict):
-    from carbonbench.estimate import estimate_inference, facility_for_point, select_point
+    from carbonbench.measured import estimate_inference, facility_for_point, select_point
 
     point = select_point(_load_results(opts), source=str(opts["results"]),
                          workloads=("prefill", "decode"), select=_selection(opts),
@@ -341,78 +389,3 @@ def _inference(opts: dict):
     )
     return estimate_inference(point, requests_per_day=opts["requests_per_day"],
                               tokens_per_request=opts["tokens_per_request"], facility=facility)
-
-
-# ---- output -----------------------------------------------------------------------------
-
-def num(x: Optional[float], digits: int = 4) -> str:
-    """Significant figures without scientific notation below 10^digits, commas above."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    if x != 0 and (abs(x) >= 10**digits):
-        return f"{round(x):,}" if abs(x) < 1e15 else f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}"
-
-
-def render_text(r) -> str:
-    d = r.to_dict()
-    lines: list[tuple[str, str]] = []
-    if d["mode"] == "training":
-        title = f"Training estimate: {d['model'] or num(d['params']) + ' parameters'} on {d['devices']:,} x {d['hardware']}"
-        lines += [
-            ("FLOPs", f"{d['flops']:.3e} ({d['flops_per_param_token']} N D, N = {d['params']:,}, D = {d['tokens']:.4g})"),
-            ("throughput", f"{num(d['achieved_flops_per_s_per_device'] / 1e12)} TFLOP/s per device "
-                           f"(MFU {d['mfu']:.1%} of {num(d['peak_flops_per_s_per_device'] / 1e12)})"),
-            ("wall time", f"{num(d['wall_days'], 3)} days ({num(d['wall_hours'], 3)} h)"),
-            ("device-hours", num(d["device_hours"])),
-        ]
-    elif d["mode"] == "power":
-        title = f"Power estimate: {d['devices']:,} devices x {num(d['device_power_w'])} W x {num(d['wall_hours'])} h"
-        lines += [("device-hours", num(d["device_hours"]))]
-    else:
-        title = f"Inference estimate: {d['point']}"
-        lines += [
-            ("load", f"{num(d['requests_per_day'])} requests/day x {num(d['tokens_per_request'])} tokens "
-                     f"= {num(d['tokens_per_day'])} tokens/day"),
-            ("efficiency", f"{num(d['joules_per_token'])} J/token, {num(d['tokens_per_s'])} tokens/s"),
-            ("device-hours", f"{num(d['device_hours_per_day'])} per day ({num(d['devices_busy'], 3)} devices busy)"),
-            ("energy", f"{num(d['energy_kwh_per_day'])} kWh/day (device {num(d['it_energy_kwh_per_day'])} kWh, "
-                       f"PUE {float(d['pue'])}); {num(d['energy_mwh_per_year'])} MWh/year"),
-            ("operational CO2e", f"{num(d['co2e_kg_per_day'])} kg/day at {num(d['grid_g_per_kwh'])} gCO2e/kWh; "
-                                 f"{num(d['co2e_t_per_year'])} t/year"),
-            ("embodied CO2e", "not included" if d["embodied_co2e_kg_per_day"] is None
-             else f"{num(d['embodied_co2e_kg_per_day'])} kg/day (separate from operational)"),
-            ("cost", f"${num(d['cost_usd_per_day'])}/day (electricity ${num(d['electricity_cost_usd_per_day'])} "
-                     f"+ rental ${num(d['rental_cost_usd_per_day'])}); ${num(d['cost_usd_per_year'])}/year"),
-        ]
-    if d["mode"] in ("training", "power"):
-        lines += [
-            ("energy", f"{num(d['energy_mwh'])} MWh (devices {num(d['it_energy_mwh'])} MWh x PUE {float(d['pue'])})"),
-            ("operational CO2e", f"{num(d['co2e_t'])} tCO2e at {num(d['grid_g_per_kwh'])} gCO2e/kWh"),
-            ("embodied CO2e", "not included" if d["embodied_co2e_t"] is None
-             else f"{num(d['embodied_co2e_t'])} tCO2e (separate from operational)"),
-            ("cost", f"${num(d['cost_usd'])} (electricity ${num(d['electricity_cost_usd'])} "
-                     f"+ rental ${num(d['rental_cost_usd'])})"),
-        ]
-    lines.append(("grid source", d["grid_source"]))
-    width = max(len(k) for k, _ in lines)
-    out = [title] + [f"  {k.ljust(width)}  {v}" for k, v in lines]
-    # A lay reader gets nothing from "3.5e-05 flights"; JSON keeps every factor.
-    eq = [e for e in d.get("equivalents") or [] if e["value"] >= 0.01]
-    if eq:
-        per = " per day" if d["mode"] == "inference" else ""
-        out.append(f"Operational CO2e{per} is about as much as:")
-        out += [f"  {num(e['value'], 2)} {e['unit']}: {e['name']} [{e['source']}]" for e in eq]
-    out.append("Assumptions:")
-    out += [f"  - {a}" for a in d["assumptions"]]
-    return "\n".join(out)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -29,7 +29,7 @@ POINT_KEYS = list(records.POINT_KEYS)
 SIZE_KEYS = list(POINT_FIELDS)
 # Per-repeat figures whose mean and 95% CI the points table shows, beyond the stored summary's.
 CI_COLUMNS = ("co2e_g_per_million_tokens", "usd_per_million_tokens", "kwh_per_million_tokens")
-MEAN_COLUMNS = ("ttft_s", "tpot_s", "latency_p50_s", "latency_p99_s", "mfu", "duration_s")
+MEAN_COLUMNS = ("ttft_s", "tpot_s", "latency_p50_s", "latency_p99_s", "mfu", "hfu", "duration_s")
 # Each point's stored summary (over ok repeats), and its repeats and weakest method.
 SUMMARY_COLUMNS = ("n_repeats", "joules_per_token_mean", "joules_per_token_ci95", "tokens_per_s_mean",
                    "tokens_per_s_ci95", "energy_method")

@@ -325,14 +325,17 @@ def training_section(data: ReportData, figures: Figures, colors: dict[str, str])
                            "(CPU and fp32 runs have no MFU)."))
     else:
         rows = [[Cell(r["what"], cls="wrap"), r["hardware"], num_cell(r["devices"]), num_cell(r["mfu"] * 100, 3),
-                 num_cell(r["wall_days"], 3), num_cell(r["energy_mwh"], 3), num_cell(r["co2e_t"], 3),
-                 num_cell(r.get("published_co2e_t")), num_cell(r["cost_usd"], 3)] for _, r in ref.iterrows()]
-        parts.append(table(["OPT-175B, 300B tokens", "hardware", "devices", "MFU %", "wall days", "MWh", "tCO2e",
-                            "published tCO2e", "$"], rows,
-                           caption="Estimates (carbonbench.estimate) at each machine's highest measured MFU, device "
-                                   "power at TDP for the whole job. A small model at a small batch uses a small share "
-                                   "of a GPU, so its MFU understates what a 175B model reaches: read the published "
-                                   "row as the reference."))
+                 num_cell(r["hfu"] * 100, 3), num_cell(r["wall_days"], 3), num_cell(r["energy_mwh"], 3),
+                 num_cell(r["pue"]), num_cell(r["co2e_t"], 3), num_cell(r.get("published_co2e_t")),
+                 num_cell(r["cost_usd"], 3)] for _, r in ref.iterrows()]
+        parts.append(table(["OPT-175B, 300B tokens", "hardware", "devices", "MFU %", "HFU %", "wall days", "MWh",
+                            "PUE", "tCO2e", "published tCO2e", "$"], rows,
+                           caption="Estimates (carbonbench.estimate) with activation recomputation, as the job was "
+                                   "run: MFU counts model FLOPs (full attention, no recomputation), HFU hardware "
+                                   "FLOPs (recomputation included). Device power at TDP for the whole job. A small "
+                                   "model at a small batch uses a small share of a GPU, so its MFU understates what "
+                                   "a 175B model reaches: read the published row as the reference. The published "
+                                   "tCO2e cannot be checked: the paper gives neither its energy nor its grid."))
         parts.append("<details><summary>Assumptions</summary><ul class=\"tight\">" + "".join(
             f"<li>{esc(a)}</li>" for a in ref.iloc[0]["assumptions"]) + "</ul></details>")
     return section("training", "Training extrapolations", "".join(parts),
@@ -356,12 +359,13 @@ def tables(data: ReportData) -> str:
             num_cell(r["usd_per_million_tokens_mean"], half=r["usd_per_million_tokens_ci95"]),
             num_cell(_ms(r["ttft_s"])), num_cell(_ms(r["tpot_s"])), num_cell(_ms(r["latency_p50_s"])),
             num_cell(r["power_w"]), num_cell(r["mfu"] * 100 if _fin(r["mfu"]) else None, 3),
+            num_cell(r["hfu"] * 100 if _fin(r["hfu"]) else None, 3),
             num_cell(r["peak_memory_bytes"] / 2**20 if _fin(r["peak_memory_bytes"]) else None),
             r["flags"],
         ])
     parts = [table(["machine", "model", "workload", "batch", "sizes", "dtype", "status", "repeats",
                     "tokens/s ± 95% CI", "J/token ± 95% CI", "energy method", "kWh / 1M tok", "gCO2e / 1M tok",
-                    "$ / 1M tok", "TTFT ms", "TPOT ms", "step p50 ms", "mean W", "MFU %", "peak MiB", "flags"],
+                    "$ / 1M tok", "TTFT ms", "TPOT ms", "step p50 ms", "mean W", "MFU %", "HFU %", "peak MiB", "flags"],
                    rows, table_id="points", caption="Every point (click a column to sort). ± is the half-width "
                                                     "of the 95% confidence interval over repeats (Student's t).")]
     parts.append("<h3>codecarbon beside carbonbench</h3>" + _codecarbon_table(p))

@@ -4,8 +4,9 @@ Two questions, both answered as estimates and labelled so:
 
 1. What would training the measured model on its full token budget cost here, at the
    measured J/token and tokens/s? (Linear in tokens: D x J/token, D / tokens/s.)
-2. For GPU points with a measured MFU: what would OPT-175B cost on this hardware at that
-   MFU (``carbonbench.estimate.estimate_training``), beside the same job as published?
+2. For GPU points with a measured MFU (model FLOPs, carbonbench.flops): what would
+   OPT-175B cost on this hardware at that MFU (``carbonbench.estimate.estimate_training``),
+   beside the same job as published?
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from carbonbench import grid as gridmod
 from carbonbench.carbon import DEFAULT_PLACES, CostConfig, J_PER_KWH
-from carbonbench.errors import CarbonbenchError
+from carbonbench.errors import CarbonbenchError, UserError
 from carbonbench.estimate import Facility, estimate_training
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import get_hardware, match_device
@@ -81,7 +82,14 @@ def full_jobs(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
-    """OPT-175B on each measured GPU at its measured MFU, and as the OPT paper published it."""
+    """OPT-175B on each measured GPU at its measured MFU, and as the OPT paper published it.
+
+    Every row is the job as published: 300B tokens with activation recomputation
+    (model FLOPs for the MFU, hardware FLOPs beside them). The published row uses the
+    README's inputs exactly (992 GPUs at 147 TFLOP/s of hardware FLOPs, 400 W TDP, PUE
+    1.0), so it gives the README's and ``carbonbench estimate``'s figures; only its CO2e
+    is at this run's grid.
+    """
     ref = _card(REFERENCE_MODEL)
     if ref is None or not ref.published.training_tokens:
         return pd.DataFrame()
@@ -91,15 +99,17 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
     with_mfu = train[pd.to_numeric(train["mfu"], errors="coerce") > 0]
     # Per machine, the step closest to a real job: the highest MFU measured there.
     best = with_mfu.sort_values("mfu", ascending=False).groupby("run_label", sort=False).head(1)
+    job = dict(arch=ref.architecture, params=ref.param_count(), tokens=pub.training_tokens, model=ref.name,
+               devices=int(pub.devices or 1), recompute=True)
     for _, p in best.iterrows():
         hw = match_device(p["device_name"]) if p["device_type"] != "cpu" else None
         if hw is None:
             continue
-        facility = _facility(p)
-        devices = int(pub.devices or 1)
-        est = estimate_training(params=ref.param_count(), tokens=pub.training_tokens, hardware=hw, devices=devices,
-                                facility=facility, mfu=float(p["mfu"]), model=ref.name,
-                                mfu_source=f"measured: {p['label']}")
+        try:
+            est = estimate_training(**job, hardware=hw, facility=_facility(p), mfu=float(p["mfu"]),
+                                    throughput_source=f"measured: {p['label']}")
+        except UserError:  # an MFU that recomputation would push past the peak: no such job
+            continue
         rows.append(_ref_row(f"at the MFU measured for {p['label']} on {p['run_label']}", est, p["energy_method"]))
     if rows and pub.hardware and pub.achieved_tflops_per_device:
         try:
@@ -107,13 +117,12 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
         except CarbonbenchError:
             hw = None
         if hw is not None:
-            first = train.iloc[0]
-            est = estimate_training(params=ref.param_count(), tokens=pub.training_tokens, hardware=hw,
-                                    devices=int(pub.devices or 1), facility=_facility(first),
-                                    achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12, model=ref.name,
-                                    mfu_source="published")
-            row = _ref_row(f"as published: {pub.achieved_tflops_per_device:g} TFLOP/s per device "
-                           f"({pub.sources.get('achieved_tflops_per_device', 'OPT paper')})", est, "estimated")
+            est = estimate_training(**job, hardware=hw, facility=_facility(train.iloc[0], pue=1.0),
+                                    achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12,
+                                    throughput_source="published")
+            row = _ref_row(f"as published: {pub.achieved_tflops_per_device:g} TFLOP/s of hardware FLOPs per device "
+                           f"with recomputation ({pub.sources.get('achieved_tflops_per_device', 'OPT paper')}); "
+                           "400 W TDP, PUE 1.0, as in the README; CO2e at this run's grid", est, "estimated")
             if pub.emissions_tco2e:
                 row["published_co2e_t"] = pub.emissions_tco2e
             rows.append(row)
@@ -121,15 +130,17 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ref_row(what: str, est, method: Any) -> dict[str, Any]:
-    return {"what": what, "hardware": est.hardware, "devices": est.devices, "mfu": est.mfu,
+    return {"what": what, "hardware": est.hardware, "devices": est.devices, "mfu": est.mfu, "hfu": est.hfu,
             "wall_days": est.wall_days, "energy_mwh": est.energy_mwh, "co2e_t": est.co2e_t,
-            "cost_usd": est.cost_usd, "grid_g_per_kwh": est.grid_g_per_kwh, "method": method,
+            "cost_usd": est.cost_usd, "grid_g_per_kwh": est.grid_g_per_kwh, "pue": est.pue, "method": method,
             "assumptions": list(est.assumptions)}
 
 
-def _facility(p: Any) -> Facility:
+def _facility(p: Any, pue: Optional[float] = None) -> Facility:
     grid = GridIntensity(float(p["grid_g_per_kwh"]), str(p["grid_source"]))
     cost = CostConfig(_or(p["usd_per_kwh"], 0.15), _or(p["usd_per_device_hour"], 0.0))
+    if pue is not None:
+        return Facility(grid=grid, pue=pue, cost=cost, pue_note="as in the README; the OPT paper gives none")
     return Facility(grid=grid, pue=_or(p["pue"], 1.0), cost=cost, pue_note="from the results")
 
 
