@@ -29,17 +29,19 @@ from carbonbench.cli.table import format_table
               help="Output format; JSON sizes are in bytes.")
 def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, seq_len: int | None,
          mode: str, reserve: float, hardware_file: str | None, fmt: str) -> None:
-    """Memory for MODEL (a card name or YAML path) on one kind of device.
+    """Memory for MODEL on one kind of device: a card name or YAML path, a checkpoint
+    directory, or a Hugging Face id (facebook/opt-1.3b) in the local cache (only its
+    config.json is read).
 
     Inference: weights, KV cache and activations. Training: weights, gradients, Adam
     states and activations, with and without activation recomputation. Gives the number
     of devices needed (a lower bound: perfect sharding) and whether one device is enough.
     """
     from carbonbench.hardware import get_hardware
-    from carbonbench.opt.card import find_card
+    from carbonbench.opt.hub import card_for
     from carbonbench.plan import plan_memory
 
-    card = find_card(model)
+    card = card_for(model)
     hw = get_hardware(hardware, hardware_file)
     if mode == "training" and dtypes and set(dtypes) == {"int8"}:
         raise click.BadParameter("int8 is for inference only; choose fp32, fp16 or bf16 for training",

@@ -16,6 +16,7 @@ import torch
 from carbonbench.errors import CheckpointError, ModelTooLargeError, UserError
 from carbonbench.opt.card import Architecture, find_card
 from carbonbench.opt.checkpoint import arch_from_hf_config, load_into, read_state_dict
+from carbonbench.opt.hub import card_for, is_hub_id, snapshot
 from carbonbench.opt.model import (
     OPT,
     KVCache,
@@ -32,6 +33,7 @@ __all__ = [
     "OPT",
     "available_bytes",
     "build",
+    "card_for",
     "decode_step",
     "find_card",
     "generate",
@@ -47,14 +49,17 @@ GB = 1e9
 def load(
     name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> OPT:
-    """A model from a card name, a card .yaml, or a checkpoint directory.
+    """A model from a card name, a card .yaml, a checkpoint directory, or a Hugging Face
+    model id (``facebook/opt-1.3b``) already in the local cache (carbonbench.opt.hub).
 
     A card whose ``checkpoint`` names a directory gets those weights; any other card
     gets random weights drawn with seed.
     """
     path = Path(name_or_path)
-    if path.is_dir():
+    if path.is_dir():  # an existing path wins over a Hugging Face id of the same spelling
         return _from_checkpoint(path, None, path.name, device, dtype)
+    if is_hub_id(name_or_path):
+        return _from_checkpoint(snapshot(str(name_or_path)), None, str(name_or_path), device, dtype)
     card = find_card(name_or_path)
     if card.checkpoint:
         return _from_checkpoint(Path(card.checkpoint), card.arch, card.name, device, dtype)
