@@ -28,7 +28,7 @@ def test_models_lists_exact_parameter_counts(runner):
 
 
 def test_env_shows_meters(runner):
-    result = runner.invoke(cli, ["env", "--device", "cpu", "--json"])
+    result = runner.invoke(cli, ["env", "--device", "cpu", "--format", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["device_type"] == "cpu"

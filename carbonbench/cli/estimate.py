@@ -11,12 +11,13 @@ Three modes, picked by the flags given:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from typing import Any, Optional
 
 import click
+
+from carbonbench.cli.output import echo_json, format_option
 
 from carbonbench.errors import UserError
 
@@ -82,8 +83,7 @@ def facility_options(func):
                      help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper)."),
         click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
                      help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE)."),
-        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="Output format; JSON keys carry their units."),
+        format_option("Output format; JSON keys carry their units."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -128,7 +128,7 @@ def estimate(**opts: Any) -> None:
     else:
         result = _training(opts)
     if opts["fmt"] == "json":
-        click.echo(json.dumps(_jsonable(result.to_dict()), indent=2))
+        echo_json(result.to_dict())
     else:
         click.echo(render_text(result))
 
@@ -407,12 +407,3 @@ def render_text(r) -> str:
     out += [f"  - {a}" for a in d["assumptions"]]
     return "\n".join(out)
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from carbonbench.cli.output import echo_json, format_option
 from carbonbench.cli.table import format_table
 
 
@@ -25,8 +25,7 @@ from carbonbench.cli.table import format_table
               help="Share of device memory kept back for the CUDA context, fragmentation and workspaces.")
 @click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
               help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format; JSON sizes are in bytes.")
+@format_option("Output format; JSON sizes are in bytes.")
 def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, seq_len: int | None,
          mode: str, reserve: float, hardware_file: str | None, fmt: str) -> None:
     """Memory for MODEL on one kind of device: a card name or YAML path, a checkpoint
@@ -51,7 +50,7 @@ def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, se
         inference=mode in ("inference", "both"), training=mode in ("training", "both"), reserve_fraction=reserve,
     )
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict())
     else:
         click.echo(render_text(result))
 
