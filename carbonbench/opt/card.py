@@ -7,14 +7,15 @@ implementation lays the tensors out (tests check this against transformers).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib import resources
 from typing import Literal, Optional
 
 from carbonbench.config import FieldError, build, closest, positive, read_yaml
 from carbonbench.errors import ConfigError
 
+SHIPPED_CARDS = "carbonbench.model"  # the package that pyproject.toml maps model/ to
 POSITION_OFFSET = 2  # OPT's learned position table has 2 extra rows in front
 
 # The FFN activations of transformers' ACT2FN that have no learned parameters, by the
@@ -137,13 +138,14 @@ class Card:
 def card_dirs() -> list[Path]:
     """Where card names are looked up, first match wins.
 
-    $CARBONBENCH_MODEL_DIR (colon-separated), ./model, the repository's model/ beside
-    the package (editable install), then the installed copy under <prefix>/share.
+    $CARBONBENCH_MODEL_DIR (os.pathsep-separated), ./model, then the cards shipped with
+    carbonbench (the repository's model/, installed as the package carbonbench.model).
     """
     dirs = [Path(p) for p in os.environ.get("CARBONBENCH_MODEL_DIR", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "model")
-    dirs.append(Path(__file__).resolve().parents[2] / "model")
-    dirs.append(Path(sys.prefix) / "share" / "carbonbench" / "model")
+    shipped = shipped_cards_dir()
+    if shipped is not None:
+        dirs.append(shipped)
     seen, unique = set(), []
     for d in dirs:
         key = d.resolve() if d.exists() else d
@@ -151,6 +153,16 @@ def card_dirs() -> list[Path]:
             seen.add(key)
             unique.append(d)
     return unique
+
+
+def shipped_cards_dir() -> Optional[Path]:
+    """The installed model/ folder, wherever the install put it (None if it is missing)."""
+    try:
+        found = resources.files(SHIPPED_CARDS)
+    except ModuleNotFoundError:  # a broken install: `carbonbench models` says none were found
+        return None
+    # Installs unpack to the file system (a wheel is never imported zipped), so this is a Path.
+    return Path(str(found)) if Path(str(found)).is_dir() else None
 
 
 def known_cards() -> dict[str, Path]:
