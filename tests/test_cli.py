@@ -71,7 +71,7 @@ def test_bad_scenario_exit_2_one_line_no_traceback(runner, name, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "missing.yaml"], "file not found"),
-    (["run", "notes.txt"], "expected a scenario (.yaml) or a result file (.json)"),
+    (["run", "notes.txt"], "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario"),
     (["run", "scenarios/opt-125m.yaml", "--device", "tpu"], "Invalid value for '--device'"),
 ])
 def test_bad_arguments(runner, args, message, tmp_path, monkeypatch):
