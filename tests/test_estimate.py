@@ -26,8 +26,9 @@ from carbonbench.grid import explicit_intensity, resolve
 from carbonbench.hardware import HARDWARE_FILE_ENV, get_hardware
 from carbonbench.opt.card import find_card
 
-# The grid intensity the published OPT-175B figures imply (reference/opt.md):
-# 75 tCO2e over about 320 MWh is about 0.23 kgCO2e/kWh.
+# The grid intensity the published OPT-175B figures imply: 75 tCO2e (Zhang et al. 2022,
+# "OPT: Open Pre-trained Transformer Language Models", arXiv 2205.01068, section 6) over
+# about 320 MWh (992 A100s at 400 W for about 800 hours) is about 0.23 kgCO2e/kWh.
 OPT_IMPLIED_G_PER_KWH = 230.0
 
 
