@@ -114,16 +114,15 @@ def test_pip_install_user(wheel, tmp_path):
 
 def test_a_fresh_venv_non_editable(wheel, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
-                   check=True)
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = Path(_run(str(python), tmp_path, _clean_env(), "-c",
                      "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     # Dependencies by a .pth line: a path added so is not scanned for .pth files itself, so
     # this environment's editable carbonbench does not come along.
     (site / "deps.pth").write_text(f"{SITE}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True)
     _check_layout(str(python), _clean_env(), venv, tmp_path)
     script = _run(str(venv / "bin" / "carbonbench"), tmp_path, _clean_env(), "run", "opt-12m")
     assert script.returncode == 2 and "(did you mean 'opt-125m'?)" in script.stderr
