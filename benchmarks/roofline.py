@@ -9,7 +9,7 @@ Two probes, run on the device at the start of a benchmark:
 
 Each probe runs a few trials and keeps the best: a ceiling is what the device can do,
 and a slower trial measured something else (a neighbour, a clock ramp). The datasheet
-figures in /work/shared/reference/hardware.md are leads, not ceilings.
+figures in carbonbench/hardware.py (each row names its vendor datasheet) are leads, not ceilings.
 
 Rooflines (all figures per second):
 

@@ -1,7 +1,9 @@
 """A small table of accelerators: datasheet peaks, memory, TDP, and embodied carbon.
 
-The figures are the vendors' dense (not sparse) datasheet numbers, collected in
-docs (reference/hardware.md). They are ceilings a device rarely reaches: a large bf16
+The figures are the vendors' dense (not sparse) datasheet numbers; each row names its
+datasheet. Since Ampere the datasheets list tensor-core peaks "with sparsity" (2:4
+structured sparsity), twice the dense rate that a dense matmul can reach, so the rows
+hold half the listed figure. They are ceilings a device rarely reaches: a large bf16
 matmul on an H100 SXM ran at about 798 of the 989 TFLOP/s listed. MFU is computed
 against the datasheet peak, as is usual, and the report says so.
 
@@ -39,7 +41,7 @@ from carbonbench.config import FieldError, build, closest, positive, read_yaml
 from carbonbench.errors import UserError
 
 HARDWARE_FILE_ENV = "CARBONBENCH_HARDWARE_FILE"
-DATASHEET = "vendor datasheet, as collected in reference/hardware.md"
+DATASHEET = "vendor datasheet"
 
 # Luccioni et al. 2022 (BLOOM footprint, arXiv 2211.02001): about 150 kgCO2e per A100,
 # a lower bound for the GPU alone, amortised over a 6-year life at 85% use.
@@ -86,22 +88,27 @@ _GB, _T = 1e9, 1e12  # datasheets use decimal GB and TB/s
 
 BUILTIN: tuple[Hardware, ...] = (
     Hardware("v100-sxm2-32gb", "NVIDIA V100 SXM2 32GB", 300, 32 * _GB, 125 * _T, 0.900 * _T,
-             (r"(Tesla )?V100-SXM2-32GB",)),
+             (r"(Tesla )?V100-SXM2-32GB",), source="NVIDIA Tesla V100 GPU Accelerator datasheet (SXM2)"),
     Hardware("a100-40gb", "NVIDIA A100 SXM4 40GB", 400, 40 * _GB, 312 * _T, 1.555 * _T,
-             (r"(NVIDIA )?A100-SXM4-40GB", r"NVIDIA A100 SXM4 40GB"),
+             (r"(NVIDIA )?A100-SXM4-40GB", r"NVIDIA A100 SXM4 40GB"), source="NVIDIA A100 Tensor Core GPU datasheet",
              embodied_kgco2e=BLOOM_A100_KGCO2E, embodied_source=BLOOM_SOURCE),
     Hardware("a100-80gb", "NVIDIA A100 SXM4 80GB", 400, 80 * _GB, 312 * _T, 2.039 * _T,
-             (r"(NVIDIA )?A100-SXM4-80GB", r"NVIDIA A100 SXM4 80GB"),
+             (r"(NVIDIA )?A100-SXM4-80GB", r"NVIDIA A100 SXM4 80GB"), source="NVIDIA A100 Tensor Core GPU datasheet",
              embodied_kgco2e=BLOOM_A100_KGCO2E, embodied_source=BLOOM_SOURCE),
     Hardware("h100-sxm", "NVIDIA H100 SXM5 80GB", 700, 80 * _GB, 989 * _T, 3.35 * _T,
-             (r"NVIDIA H100 80GB HBM3", r"NVIDIA H100 SXM5 80GB")),
+             (r"NVIDIA H100 80GB HBM3", r"NVIDIA H100 SXM5 80GB"),
+             source="NVIDIA H100 Tensor Core GPU datasheet (H100 SXM)"),
     Hardware("h100-pcie", "NVIDIA H100 PCIe 80GB", 350, 80 * _GB, 756 * _T, 2.0 * _T,
-             (r"NVIDIA H100 PCIe", r"NVIDIA H100 PCIe 80GB")),
+             (r"NVIDIA H100 PCIe", r"NVIDIA H100 PCIe 80GB"),
+             source="NVIDIA H100 Tensor Core GPU datasheet (H100 PCIe)"),
     Hardware("h200", "NVIDIA H200 SXM 141GB", 700, 141 * _GB, 989 * _T, 4.8 * _T,
-             (r"NVIDIA H200", r"NVIDIA H200 SXM 141GB")),
-    Hardware("l40s", "NVIDIA L40S", 350, 48 * _GB, 362 * _T, 0.864 * _T, (r"NVIDIA L40S",)),
-    Hardware("l4", "NVIDIA L4", 72, 24 * _GB, 121 * _T, 0.300 * _T, (r"NVIDIA L4",)),
-    Hardware("t4", "NVIDIA T4", 70, 16 * _GB, 65 * _T, 0.320 * _T, (r"(Tesla |NVIDIA )?T4",)),
+             (r"NVIDIA H200", r"NVIDIA H200 SXM 141GB"), source="NVIDIA H200 Tensor Core GPU datasheet (H200 SXM)"),
+    Hardware("l40s", "NVIDIA L40S", 350, 48 * _GB, 362 * _T, 0.864 * _T, (r"NVIDIA L40S",),
+             source="NVIDIA L40S GPU datasheet"),
+    Hardware("l4", "NVIDIA L4", 72, 24 * _GB, 121 * _T, 0.300 * _T, (r"NVIDIA L4",),
+             source="NVIDIA L4 Tensor Core GPU datasheet"),
+    Hardware("t4", "NVIDIA T4", 70, 16 * _GB, 65 * _T, 0.320 * _T, (r"(Tesla |NVIDIA )?T4",),
+             source="NVIDIA T4 Tensor Core GPU datasheet"),
 )
 
 

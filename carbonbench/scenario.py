@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from carbonbench.settings import CarbonConfig, CostConfig
 from carbonbench.config import FieldError, build, positive, read_yaml, to_plain
 from carbonbench.errors import ConfigError
-from carbonbench.opt.card import Card, find_card
+from carbonbench.opt.card import Card
+from carbonbench.opt.hub import card_for, is_hub_id
+from carbonbench.settings import CarbonConfig, CostConfig
 
 WorkloadName = Literal["prefill", "decode", "train"]
 
@@ -283,14 +284,17 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
 
 
 def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> tuple[str, Card]:
-    """The entry and its card: names stay names; paths (card files, checkpoint dirs) become absolute."""
+    """The entry and its card. Card names and Hugging Face ids stay as written; paths (card
+    files, checkpoint dirs) become absolute. A path that exists (beside the scenario) wins
+    over an id (opt.hub)."""
     looks_like_path = model.endswith((".yaml", ".yml")) or "/" in model or model.startswith(".")
     if looks_like_path:
         p = Path(model).expanduser()
         p = p if p.is_absolute() else (base_dir / p)
-        if not p.exists():
+        if p.exists():
+            model = str(p.resolve())
+        elif not is_hub_id(model):
             raise ConfigError(f"{source}: models[{index}]: no such card file or checkpoint directory (got '{model}')")
-        model = str(p.resolve())
     try:
         return model, model_card(model)
     except ConfigError as exc:
@@ -298,17 +302,8 @@ def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> tuple
 
 
 def model_card(model: str):
-    """The card for a scenario's model entry: a name, a card file or a checkpoint dir."""
-    p = Path(model)
-    if p.is_dir():
-        # Checkpoint handling imports torch: a scenario of cards alone loads without it.
-        from carbonbench.opt.checkpoint import arch_from_hf_config
-
-        config = p / "config.json"
-        if not config.is_file():
-            raise ConfigError(f"{p}: not a checkpoint directory (no config.json)")
-        return Card(name=p.name, architecture=arch_from_hf_config(config), checkpoint=str(p), path=str(config))
-    return find_card(model)
+    """The card for a scenario's model entry: a name, a card file, a checkpoint dir or a Hugging Face id."""
+    return card_for(model)
 
 
 def _check_lengths(scenario: Scenario, source: str) -> None:

@@ -184,8 +184,8 @@ def test_missing_config_json(ckpt):
 @pytest.mark.parametrize(
     "change, key",
     [
-        ({"activation_function": "gelu"}, "activation_function"),
-        ({"_remove_final_layer_norm": True}, "_remove_final_layer_norm"),
+        ({"activation_function": "prelu"}, "activation_function"),
+        ({"_remove_final_layer_norm": "yes"}, "_remove_final_layer_norm"),
         ({"hidden_size": "64"}, "hidden_size"),
         ({"num_attention_heads": 5}, "num_attention_heads"),
         ({"model_type": "gpt2"}, "model_type"),

@@ -28,7 +28,7 @@ def test_models_lists_exact_parameter_counts(runner):
 
 
 def test_env_shows_meters(runner):
-    result = runner.invoke(cli, ["env", "--device", "cpu", "--json"])
+    result = runner.invoke(cli, ["env", "--device", "cpu", "--format", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["device_type"] == "cpu"
@@ -71,7 +71,7 @@ def test_bad_scenario_exit_2_one_line_no_traceback(runner, name, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "missing.yaml"], "file not found"),
-    (["run", "notes.txt"], "expected a scenario (.yaml) or a result file (.json)"),
+    (["run", "notes.txt"], "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario"),
     (["run", "scenarios/opt-125m.yaml", "--device", "tpu"], "Invalid value for '--device'"),
 ])
 def test_bad_arguments(runner, args, message, tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
 """Our OPT against the transformers implementation, as an oracle, on tiny random models.
 
 Both layouts are covered: pre-LN (every size but 350m) and the 350m style (post-LN,
-no final layer norm, embeddings narrower than the model with project_in/out).
+no final layer norm, embeddings narrower than the model with project_in/out), and the
+OPTConfig variants other checkpoints use: no final layer norm on a pre-LN model, and
+no biases with weightless norms, another activation, an untied LM head and another
+padding id.
 """
 
 import pytest
@@ -18,6 +21,9 @@ VOCAB, PROMPT, NEW = 1000, 12, 10
 VARIANTS = {
     "pre-ln": dict(do_layer_norm_before=True, word_embed_proj_dim=64),
     "post-ln-350m-style": dict(do_layer_norm_before=False, word_embed_proj_dim=32),
+    "pre-ln-no-final-norm": dict(do_layer_norm_before=True, _remove_final_layer_norm=True),
+    "no-bias-gelu-untied": dict(enable_bias=False, layer_norm_elementwise_affine=False, activation_function="gelu_new",
+                                tie_word_embeddings=False, word_embed_proj_dim=32, pad_token_id=0),
 }
 
 

@@ -154,8 +154,8 @@ def test_hostile_strings_are_escaped_everywhere(report_html):
     # In figure JSON the host is entity-escaped for plotly and \\u-escaped for <script>.
     assert r"\u0026lt;script\u0026gt;alert(4)" in report_html
     scripts = re.findall(r"<script\b[^>]*>", report_html)
-    # Our own scripts only: template, sort, plotly.js, draw, and one JSON block per figure.
-    assert len(scripts) == 4 + report_html.count('class="cb-chart"')
+    # Our own scripts only: template, sort, CSV download, plotly.js, draw, and one JSON block per figure.
+    assert len(scripts) == 5 + report_html.count('class="cb-chart"')
 
 
 def test_script_json_cannot_close_its_script_element():

@@ -4,15 +4,19 @@ A probe script, added to a copy of the report before its own scripts, records
 JavaScript errors, alert/confirm/prompt calls, blocked requests (CSP) and what loaded,
 then counts the charts plotly drew. The page is dumped after a virtual time budget and
 the probe's JSON read back. A screenshot is taken too and checked not to be blank.
+A second start clicks a table's "Download CSV" button and reads the file the browser saved.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it). Without it the test is skipped,
 unless $CI is set, where a missing browser is a failure.
 """
 
+import csv
 import html
+import io
 import json
 import os
 import re
+import time
 import shutil
 import struct
 import subprocess
@@ -20,7 +24,7 @@ import zlib
 
 import pytest
 
-from test_report import HOSTILE, hostile_report
+from test_report import HOSTILE, HOSTILE_HOST, hostile_report, rows_of
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -141,3 +145,53 @@ def png_summary(data: bytes) -> tuple[int, int, int]:
         pos += 12 + length
     pixels = zlib.decompress(idat)
     return width, height, len(set(pixels[::7]))
+
+
+# Clicks the CSV button of the points table, after the report's own scripts have run.
+DOWNLOAD_PROBE = """<script>
+addEventListener('load', function(){ setTimeout(function(){
+  var button = document.querySelector('button.cb-csv[data-file="points.csv"]');
+  var out = document.createElement('pre');
+  out.id = 'cb-download';
+  out.textContent = JSON.stringify({buttons: document.querySelectorAll('button.cb-csv').length,
+                                    tables: document.querySelectorAll('main table').length, found: !!button});
+  document.body.appendChild(out);
+  if (button) button.click();
+}, 500); });
+</script>"""
+
+
+def test_a_table_downloads_as_csv(browser, report, tmp_path):
+    downloads = tmp_path / "downloads"
+    profile = tmp_path / "profile" / "Default"
+    profile.mkdir(parents=True)
+    (profile / "Preferences").write_text(json.dumps(
+        {"download": {"default_directory": str(downloads), "prompt_for_download": False}}))
+    page = tmp_path / "download.html"
+    text = report.read_text(encoding="utf-8")
+    page.write_text(text.replace("</body>", DOWNLOAD_PROBE + "</body>", 1), encoding="utf-8")
+    done = chromium(browser, tmp_path, "--dump-dom", page.as_uri())
+    match = re.search(r'<pre id="cb-download">(.*?)</pre>', done.stdout, re.S)
+    assert match, f"the download probe never reported (rc {done.returncode}): {done.stderr[-2000:]}"
+    probe = json.loads(html.unescape(match.group(1)))
+    assert probe["found"] and probe["buttons"] == probe["tables"] >= 5  # every table has its button
+
+    saved = downloads / "points.csv"
+    for _ in range(50):  # the browser may still be writing it
+        if saved.exists() and not list(downloads.glob("*.crdownload")):
+            break
+        time.sleep(0.1)
+    assert saved.exists(), sorted(p.name for p in downloads.iterdir()) if downloads.exists() else "no downloads"
+    data = saved.read_text(encoding="utf-8-sig")  # with a BOM, so that spreadsheets read it as UTF-8
+    head, *rows = list(csv.reader(io.StringIO(data)))
+    shown = rows_of(report.read_text(encoding="utf-8"), "points")
+    assert head == list(shown[0]) and len(rows) == len(shown)
+    records = [dict(zip(head, r)) for r in rows]
+    assert any(HOSTILE_HOST in r["machine"] for r in records)  # hostile text, as text
+    assert {r["status"] for r in records} == {r["status"] for r in shown}
+    for got, want in zip(records, shown):
+        assert got["model"] == want["model"] and got["J/token ± 95% CI"] == want["J/token ± 95% CI"]
+        assert int(got["batch"]) == int(want["batch"].replace(",", ""))  # "1", not the sort key's "1.0"
+        if want["mean W"]:  # shown to 4 figures, saved at full precision
+            assert float(got["mean W"]) == pytest.approx(float(want["mean W"].replace(",", "")), rel=1e-3)
+            assert len(got["mean W"].replace(".", "")) >= len(want["mean W"].replace(",", "").replace(".", ""))

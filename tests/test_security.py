@@ -28,6 +28,12 @@ PICKLE_ALLOWED = {"UnpicklingError", "PicklingError"}  # catching pickle's error
 NETWORK_MODULES = {"requests", "urllib.request", "urllib3", "http.client", "httpx", "aiohttp", "ftplib", "smtplib",
                    "telnetlib", "websocket", "websockets", "huggingface_hub", "xmlrpc.client", "paramiko"}
 SOCKET_ALLOWED = {"gethostname", "AF_INET", "AF_INET6"}
+# The one module that may use huggingface_hub, and only its cache functions: reading the
+# local cache (carbonbench.opt.hub). Its snapshot_download calls must pass
+# local_files_only=True, checked below like from_pretrained.
+HUB_MODULE = "carbonbench/opt/hub.py"
+HUB_CACHE_ONLY = {"snapshot_download", "scan_cache_dir", "try_to_load_from_cache", "constants",
+                  "HFValidationError", "LocalEntryNotFoundError", "CacheNotFound"}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -52,6 +58,7 @@ def audit(path: Path, root: Path = ROOT) -> list[str]:
         and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
     }
     problems = []
+    cache_reader = path.relative_to(root).as_posix() == HUB_MODULE
 
     def flag(node, what):
         problems.append(f"{path.relative_to(root)}:{node.lineno}: {what}")
@@ -70,7 +77,8 @@ def audit(path: Path, root: Path = ROOT) -> list[str]:
                 flag(node, f"from yaml import {names & UNSAFE_YAML}")
             if module.split(".")[0] in UNPICKLERS and not names <= PICKLE_ALLOWED:
                 flag(node, f"from {module} import {names}")
-            if module in NETWORK_MODULES or module.split(".")[0] in NETWORK_MODULES:
+            hub_cache = cache_reader and module.split(".")[0] == "huggingface_hub" and names <= HUB_CACHE_ONLY
+            if (module in NETWORK_MODULES or module.split(".")[0] in NETWORK_MODULES) and not hub_cache:
                 flag(node, f"imports from network module {module}")
             if module == "torch" and "load" in names:
                 flag(node, "from torch import load (use torch.load(..., weights_only=True))")
@@ -95,7 +103,7 @@ def audit(path: Path, root: Path = ROOT) -> list[str]:
                 flag(node, f"{func}() without weights_only=True")
             if _keyword_true(node, "shell"):
                 flag(node, f"{func}(..., shell=True)")
-            if func.endswith("from_pretrained") and not _keyword_true(node, "local_files_only"):
+            if func.endswith(("from_pretrained", "snapshot_download")) and not _keyword_true(node, "local_files_only"):
                 flag(node, f"{func}() without local_files_only=True (could download from the hub)")
             for arg in [*node.args, *(k.value for k in node.keywords)]:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and id(arg) not in docstrings \
@@ -128,6 +136,8 @@ BAD_SNIPPETS = {
     "from urllib.request import urlopen": "urllib.request",
     "socket.create_connection(('example.org', 80))": "network socket",
     "AutoModel.from_pretrained('facebook/opt-125m')": "local_files_only",
+    "snapshot_download('facebook/opt-125m')": "local_files_only",
+    "from huggingface_hub import snapshot_download": "network module huggingface_hub",  # outside opt/hub.py
     "fetch('https://example.org/grid.csv')": "URL",
 }
 
@@ -138,6 +148,21 @@ def test_the_audit_catches_each_pattern(code, found, tmp_path):
     path.write_text(f'"""Docstrings may say https://example.org."""\nimport os, pickle, subprocess, socket, torch, yaml\n{code}\n')
     problems = audit(path, tmp_path)
     assert any(found in p for p in problems), problems
+
+
+@pytest.mark.parametrize("code, ok", [
+    ("from huggingface_hub import snapshot_download, scan_cache_dir", True),
+    ("from huggingface_hub.utils import LocalEntryNotFoundError", True),
+    ("snapshot_download(repo, cache_dir=c, local_files_only=True)", True),
+    ("from huggingface_hub import hf_hub_download", False),
+    ("from huggingface_hub import HfApi", False),
+    ("snapshot_download(repo, cache_dir=c)", False),
+])
+def test_only_the_hub_module_reads_the_cache_and_never_downloads(code, ok, tmp_path):
+    path = tmp_path / HUB_MODULE
+    path.parent.mkdir(parents=True)
+    path.write_text(code + "\n")
+    assert (audit(path, tmp_path) == []) is ok
 
 
 def test_good_code_passes_the_audit(tmp_path):

@@ -18,7 +18,7 @@ from carbonbench import __version__
 from carbonbench.errors import UserError
 
 # Each name is a module under carbonbench.cli defining a click command of the same name.
-COMMANDS = ["run", "models", "env", "estimate", "plan", "report", "compare"]
+COMMANDS = ["run", "models", "env", "estimate", "plan", "report", "compare", "export"]
 
 
 class UserFacingError(click.ClickException):

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import click
 
+from carbonbench.cli.output import echo_json, format_option
 from carbonbench.cli.table import format_table
 
 
 @click.command()
 @click.argument("a", type=click.Path(exists=True, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format; ratios are B / A.")
+@format_option("Output format; ratios are B / A.")
 def compare(a: Path, b: Path, fmt: str) -> None:
     """Match the points of two machines' results and show who wins where, by how much.
 
@@ -31,7 +30,7 @@ def compare(a: Path, b: Path, fmt: str) -> None:
     cmp.name_sides(side_a, side_b)
     result = cmp.compare(side_a, side_b)
     if fmt == "json":
-        click.echo(json.dumps(cmp.to_dict(result), indent=2))
+        echo_json(cmp.to_dict(result))
     else:
         click.echo(render_text(result))
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from carbonbench.cli.output import chosen_format, echo_json, format_option, json_alias_option
 
 
 @click.command()
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="The device whose meters to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def env(device: str, as_json: bool) -> None:
+@format_option("Output format (default text).", default=None)
+@json_alias_option
+def env(device: str, fmt: str | None, as_json: bool) -> None:
     """Print the CPU, memory, GPUs, software versions and the energy meters available."""
     from carbonbench import environment
     from carbonbench.meters.select import build_meter_set
@@ -24,8 +25,8 @@ def env(device: str, as_json: bool) -> None:
         info["meters"] = meters.describe()
     finally:
         meters.close()
-    if as_json:
-        click.echo(json.dumps(info, indent=2, default=str))
+    if chosen_format(fmt, as_json) == "json":
+        echo_json(info)
         return
     for key, value in info.items():
         if key in ("gpus", "meters"):

@@ -16,12 +16,13 @@ with --devices-per-node). The text and JSON output is in carbonbench.cli.estimat
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from typing import Any
 
 import click
+
+from carbonbench.cli.output import echo_json, format_option
 
 from carbonbench.errors import UserError
 
@@ -92,8 +93,7 @@ def facility_options(func):
         click.option("--host-w-per-node", type=NON_NEGATIVE, default=None,
                      help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device."),
         click.option("--devices-per-node", type=COUNT, default=None, help="Devices per node, for --host-w-per-node."),
-        click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="Output format; JSON keys carry their units."),
+        format_option("Output format; JSON keys carry their units."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -141,7 +141,7 @@ def estimate(**opts: Any) -> None:
                carbonbench estimate --device-hours 1082990 --device-power-w 400 --grid-g-per-kwh 57
     Inference: carbonbench estimate --from results/ --requests-per-day 1e6 --tokens-per-request 500
     """
-    from carbonbench.cli.estimate_text import jsonable, render_text
+    from carbonbench.cli.estimate_text import render_text
 
     mode = _mode(opts)
     if mode == "inference":
@@ -151,7 +151,7 @@ def estimate(**opts: Any) -> None:
     else:
         result = _training(opts)
     if opts["fmt"] == "json":
-        click.echo(json.dumps(jsonable(result.to_dict()), indent=2))
+        echo_json(result.to_dict())
     else:
         click.echo(render_text(result))
 

@@ -80,13 +80,3 @@ def render_text(r) -> str:
     out.append("Assumptions:")
     out += [f"  - {a}" for a in d["assumptions"]]
     return "\n".join(out)
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value

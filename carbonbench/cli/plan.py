@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
+from carbonbench.cli.output import echo_json, format_option
 from carbonbench.cli.table import format_table
 
 
@@ -25,21 +25,22 @@ from carbonbench.cli.table import format_table
               help="Share of device memory kept back for the CUDA context, fragmentation and workspaces.")
 @click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
               help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format; JSON sizes are in bytes.")
+@format_option("Output format; JSON sizes are in bytes.")
 def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, seq_len: int | None,
          mode: str, reserve: float, hardware_file: str | None, fmt: str) -> None:
-    """Memory for MODEL (a card name or YAML path) on one kind of device.
+    """Memory for MODEL on one kind of device: a card name or YAML path, a checkpoint
+    directory, or a Hugging Face id (facebook/opt-1.3b) in the local cache (only its
+    config.json is read).
 
     Inference: weights, KV cache and activations. Training: weights, gradients, Adam
     states and activations, with and without activation recomputation. Gives the number
     of devices needed (a lower bound: perfect sharding) and whether one device is enough.
     """
     from carbonbench.hardware import get_hardware
-    from carbonbench.opt.card import find_card
+    from carbonbench.opt.hub import card_for
     from carbonbench.plan import plan_memory
 
-    card = find_card(model)
+    card = card_for(model)
     hw = get_hardware(hardware, hardware_file)
     if mode == "training" and dtypes and set(dtypes) == {"int8"}:
         raise click.BadParameter("int8 is for inference only; choose fp32, fp16 or bf16 for training",
@@ -49,7 +50,7 @@ def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, se
         inference=mode in ("inference", "both"), training=mode in ("training", "both"), reserve_fraction=reserve,
     )
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        echo_json(result.to_dict())
     else:
         click.echo(render_text(result))
 

@@ -15,7 +15,7 @@ from carbonbench.errors import UserError
 
 
 @click.command()
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path), metavar="SOURCE")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Directory for the run file (JSON) and its power timeline (CSV).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
@@ -40,6 +40,9 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
         nnodes: str, node_rank: int | None, rdzv_endpoint: str | None, rdzv_id: str | None) -> None:
     """Measure every point of a scenario (YAML), or re-run one recorded in a result file (JSON).
 
+    SOURCE is a scenario file, a result file, or the name of a scenario shipped with
+    carbonbench (opt-125m, opt-1.3b, opt-sizes, opt-train, ...), from any directory.
+
     Writes OUT/<run-id>.json after every point and appends to OUT/<run-id>.timeline.csv
     after every measured window.
     Exit status: 0 when every point was measured, 1 when some point failed, 2 for bad
@@ -60,10 +63,20 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
     dist = _join_job(scenario, device) if launched_by_torchrun() else None
     writer = dist is None or dist.is_writer
     runner_holder = {}
+    drawn = {}  # "bar" while a progress bar owns the terminal's last line
 
     def log(msg: str) -> None:
-        if writer:
+        if not writer:
+            return
+        bar = drawn.get("bar")
+        if bar is None:
             click.echo(msg, err=True)
+            return
+        # The runner logs (forecast, idle baseline) while the bar is drawn: wipe the bar's
+        # line, print the message there, and draw the bar again below it, showing the
+        # message as its current item (a changed line is what makes click redraw).
+        click.echo("\r\033[K" + msg, err=True)
+        bar.update(0, msg)
 
     hooks = Hooks(log=log)
     runner = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks,
@@ -72,7 +85,9 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
     log(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}")
     with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr if writer else io.StringIO(),
-                           item_show_func=lambda key: key or "") as bar:
+                           item_show_func=lambda item: _shown(item)) as bar:
+        if writer and sys.stderr.isatty():  # off a terminal click prints the label once, and messages go below it
+            drawn["bar"] = bar
         hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record.status}]")
         try:
             outcome = _recorded(runner.run)() if dist else runner.run()
@@ -83,6 +98,7 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
             click.echo(f"\n{exc}", err=True)
             sys.exit(1)
         bar.update(outcome.skipped)
+    drawn.clear()
     if dist is not None:
         dist.close()
     if not writer:
@@ -129,6 +145,12 @@ def _check_out_dir(out_dir: Path) -> None:
             return
 
 
+def _shown(item) -> str:
+    # A long item would wrap the bar's line, and a wrapped line cannot be redrawn in place.
+    text = item or ""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _load_source(source: Path):
     from carbonbench import scenario as sc
 
@@ -138,8 +160,23 @@ def _load_source(source: Path):
         run = read_run(source)
         return sc.from_dict(run.scenario, source=f"{source} (recorded scenario)")
     if source.suffix.lower() not in (".yaml", ".yml"):
-        raise UserError(f"{source}: expected a scenario (.yaml) or a result file (.json)")
+        return sc.load(_shipped_scenario(source))
     return sc.load(source)
+
+
+def _shipped_scenario(source: Path) -> Path:
+    """A SOURCE without .yaml or .json names a scenario shipped with carbonbench (scenarios/)."""
+    from importlib import resources
+
+    from carbonbench.config import closest
+
+    shipped = {p.name.removesuffix(".yaml"): p for p in resources.files("carbonbench.scenarios").iterdir()
+               if p.name.endswith(".yaml")}
+    name = str(source)
+    if name in shipped:
+        return Path(str(shipped[name]))
+    raise UserError(f"{source}: expected a scenario (.yaml), a result file (.json) or the name of a shipped "
+                    f"scenario{closest(name, shipped)} ({', '.join(sorted(shipped))})")
 
 
 def _summary(run) -> None:

@@ -62,10 +62,13 @@ def hf_config(arch, **overrides):
         word_embed_proj_dim=arch.word_embed_proj_dim,
         do_layer_norm_before=arch.pre_ln,
         activation_function=arch.activation,
-        pad_token_id=1,
+        enable_bias=arch.bias,
+        layer_norm_elementwise_affine=arch.layer_norm_affine,
+        _remove_final_layer_norm=arch.remove_final_layer_norm,
+        pad_token_id=arch.pad_token_id,
         bos_token_id=2,
         eos_token_id=2,
-        tie_word_embeddings=True,
+        tie_word_embeddings=arch.tie_word_embeddings,
         **{**NO_DROPOUT, **overrides},
     )
     config._attn_implementation = "sdpa"

@@ -16,6 +16,7 @@ import torch
 from carbonbench.errors import CheckpointError, ModelTooLargeError, UserError
 from carbonbench.opt.card import Architecture, Card, find_card
 from carbonbench.opt.checkpoint import arch_from_hf_config, load_into, read_state_dict
+from carbonbench.opt.hub import card_for
 from carbonbench.opt.model import (
     OPT,
     KVCache,
@@ -32,6 +33,7 @@ __all__ = [
     "OPT",
     "available_bytes",
     "build",
+    "card_for",
     "decode_step",
     "find_card",
     "generate",
@@ -48,15 +50,16 @@ GB = 1e9
 def load(
     name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> OPT:
-    """A model from a card name, a card .yaml, or a checkpoint directory.
+    """A model from a card name, a card .yaml, a checkpoint directory, or a Hugging Face
+    model id (``facebook/opt-1.3b``) already in the local cache (carbonbench.opt.hub).
 
     A card whose ``checkpoint`` names a directory gets those weights; any other card
     gets random weights drawn with seed.
     """
     path = Path(name_or_path)
-    if path.is_dir():
+    if path.is_dir():  # an existing path wins over a Hugging Face id of the same spelling
         return _from_checkpoint(path, None, path.name, device, dtype)
-    return load_card(find_card(name_or_path), device, dtype, seed)
+    return load_card(card_for(name_or_path), device, dtype, seed)
 
 
 def load_card(card: Card, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> OPT:

@@ -7,15 +7,25 @@ implementation lays the tensors out (tests check this against transformers).
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from importlib import resources
 from typing import Literal, Optional
 
 from carbonbench.config import FieldError, build, closest, positive, read_yaml
 from carbonbench.errors import ConfigError
 
+SHIPPED_CARDS = "carbonbench.model"  # the package that pyproject.toml maps model/ to
 POSITION_OFFSET = 2  # OPT's learned position table has 2 extra rows in front
+
+# The FFN activations of transformers' ACT2FN that have no learned parameters, by the
+# names config.json uses (carbonbench.opt.activations implements each). OPT uses relu.
+ACTIVATIONS = (
+    "relu", "gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python",
+    "gelu_python_tanh", "gelu_pytorch_tanh", "hardswish", "laplace", "leaky_relu", "linear",
+    "mish", "quick_gelu", "relu2", "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh",
+)
+ActivationName = Literal[ACTIVATIONS]
 
 
 @dataclass(frozen=True)
@@ -27,14 +37,23 @@ class Architecture:
     vocab_size: int = field(default=50272, metadata=positive())
     max_positions: int = field(default=2048, metadata=positive())
     word_embed_proj_dim: Optional[int] = field(default=None, metadata=positive())
-    activation: Literal["relu"] = "relu"
+    activation: ActivationName = "relu"
     layer_norm: Literal["pre", "post"] = "pre"
+    # The rest mirror OPTConfig settings that the published checkpoints leave at these
+    # defaults but that other OPT-architecture checkpoints change.
+    bias: bool = True  # biases in the attention and FFN linears (enable_bias)
+    layer_norm_affine: bool = True  # layer norms with weight and bias (layer_norm_elementwise_affine)
+    remove_final_layer_norm: bool = False  # pre-LN without the last norm (_remove_final_layer_norm)
+    tie_word_embeddings: bool = True  # LM head shares the token embedding, else its own matrix
+    pad_token_id: Optional[int] = 1  # the embedding row that gets no gradient; None for none
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", self.n_heads, f"must divide d_model ({self.d_model})")
         if self.word_embed_proj_dim is None:
             object.__setattr__(self, "word_embed_proj_dim", self.d_model)
+        if self.pad_token_id is not None and not -self.vocab_size <= self.pad_token_id < self.vocab_size:
+            raise FieldError("pad_token_id", self.pad_token_id, f"must be a token id below vocab_size ({self.vocab_size})")
 
     @property
     def head_dim(self) -> int:
@@ -48,21 +67,28 @@ class Architecture:
     def projects_embeddings(self) -> bool:
         return self.word_embed_proj_dim != self.d_model
 
+    @property
+    def final_norm(self) -> bool:
+        """A layer norm before the LM head: pre-LN only (post-LN OPT, 350m, has none)."""
+        return self.pre_ln and not self.remove_final_layer_norm
+
     def layer_params(self) -> int:
         d, f = self.d_model, self.ffn_dim
-        attention = 4 * (d * d + d)
-        ffn = d * f + f + f * d + d
-        norms = 2 * 2 * d
+        attention = 4 * d * d + (4 * d if self.bias else 0)
+        ffn = 2 * d * f + (f + d if self.bias else 0)
+        norms = 2 * 2 * d if self.layer_norm_affine else 0
         return attention + ffn + norms
 
     def param_count(self) -> int:
-        """Exact number of parameters (the LM head is tied, so counted once)."""
+        """Exact number of parameters (a tied LM head is the embedding, so counted once)."""
         d, e = self.d_model, self.word_embed_proj_dim
         total = self.vocab_size * e + (self.max_positions + POSITION_OFFSET) * d
         if self.projects_embeddings:
             total += 2 * d * e  # project_in and project_out, no bias
-        if self.pre_ln:
-            total += 2 * d  # final layer norm; post-LN OPT (350m) has none
+        if self.final_norm and self.layer_norm_affine:
+            total += 2 * d
+        if not self.tie_word_embeddings:
+            total += self.vocab_size * e
         return total + self.n_layers * self.layer_params()
 
     def matmul_params(self) -> int:
@@ -112,13 +138,14 @@ class Card:
 def card_dirs() -> list[Path]:
     """Where card names are looked up, first match wins.
 
-    $CARBONBENCH_MODEL_DIR (colon-separated), ./model, the repository's model/ beside
-    the package (editable install), then the installed copy under <prefix>/share.
+    $CARBONBENCH_MODEL_DIR (os.pathsep-separated), ./model, then the cards shipped with
+    carbonbench (the repository's model/, installed as the package carbonbench.model).
     """
     dirs = [Path(p) for p in os.environ.get("CARBONBENCH_MODEL_DIR", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "model")
-    dirs.append(Path(__file__).resolve().parents[2] / "model")
-    dirs.append(Path(sys.prefix) / "share" / "carbonbench" / "model")
+    shipped = shipped_cards_dir()
+    if shipped is not None:
+        dirs.append(shipped)
     seen, unique = set(), []
     for d in dirs:
         key = d.resolve() if d.exists() else d
@@ -126,6 +153,16 @@ def card_dirs() -> list[Path]:
             seen.add(key)
             unique.append(d)
     return unique
+
+
+def shipped_cards_dir() -> Optional[Path]:
+    """The installed model/ folder, wherever the install put it (None if it is missing)."""
+    try:
+        found = resources.files(SHIPPED_CARDS)
+    except ModuleNotFoundError:  # a broken install: `carbonbench models` says none were found
+        return None
+    # Installs unpack to the file system (a wheel is never imported zipped), so this is a Path.
+    return Path(str(found)) if Path(str(found)).is_dir() else None
 
 
 def known_cards() -> dict[str, Path]:

@@ -32,12 +32,12 @@ HF_KEYS = {
     "max_position_embeddings": "max_positions",
     "word_embed_proj_dim": "word_embed_proj_dim",
 }
-# config.json settings our model does not implement: key -> (HF default, value we need)
-REQUIRED_SETTINGS = {
-    "activation_function": ("relu", "relu"),
-    "_remove_final_layer_norm": (False, False),
-    "enable_bias": (True, True),
-    "layer_norm_elementwise_affine": (True, True),
+# config.json switches -> (Architecture field, OPTConfig's default)
+HF_SWITCHES = {
+    "enable_bias": ("bias", True),
+    "layer_norm_elementwise_affine": ("layer_norm_affine", True),
+    "_remove_final_layer_norm": ("remove_final_layer_norm", False),
+    "tie_word_embeddings": ("tie_word_embeddings", True),
 }
 # In order of preference: safetensors first, single files before sharded ones.
 WEIGHT_FILES = [
@@ -57,12 +57,17 @@ def arch_from_hf_config(path: str | Path) -> Architecture:
     config = _read_json(path)
     if config.get("model_type", "opt") != "opt":
         raise CheckpointError(f"{path}: model_type is '{config['model_type']}', not 'opt'")
-    for key, (default, needed) in REQUIRED_SETTINGS.items():
-        if config.get(key, default) != needed:
-            raise CheckpointError(
-                f"{path}: {key} = {config[key]!r} is not supported (needs {needed!r})"
-            )
-    fields = {}
+    fields = {"activation": _activation(path, config.get("activation_function", "relu"))}
+    for key, (name, default) in {**HF_SWITCHES, "do_layer_norm_before": ("pre_ln", True)}.items():
+        value = config.get(key, default)
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{path}: {key} = {value!r} must be true or false")
+        fields[name] = value
+    fields["layer_norm"] = "pre" if fields.pop("pre_ln") else "post"
+    pad = config.get("pad_token_id", 1)
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int)):
+        raise CheckpointError(f"{path}: pad_token_id = {pad!r} must be a token id or null")
+    fields["pad_token_id"] = pad
     for key, name in HF_KEYS.items():
         value = config.get(key)
         if value is None and key == "word_embed_proj_dim":
@@ -71,12 +76,27 @@ def arch_from_hf_config(path: str | Path) -> Architecture:
             what = "is missing" if key not in config else f"= {value!r} is not a positive integer"
             raise CheckpointError(f"{path}: {key} {what}")
         fields[name] = value
-    fields["layer_norm"] = "pre" if config.get("do_layer_norm_before", True) else "post"
     try:
         return Architecture(**fields)
     except FieldError as exc:
-        key = next(k for k, name in HF_KEYS.items() if name == exc.key)
+        key = next((k for k, name in HF_KEYS.items() if name == exc.key), exc.key)
         raise CheckpointError(f"{path}: {key} = {exc.value!r} {exc.why}") from None
+
+
+def _activation(path: Path, name) -> str:
+    """config.json's activation_function, if our model implements it as transformers does."""
+    from carbonbench.opt.activations import LEARNED
+    from carbonbench.opt.card import ACTIVATIONS
+
+    if name in ACTIVATIONS:
+        return name
+    if name in LEARNED:
+        why = "has learned parameters, which carbonbench's OPT does not implement"
+    else:
+        why = "is not an activation transformers knows (ACT2FN) either"
+    raise CheckpointError(
+        f"{path}: activation_function = {name!r} {why}; supported: {', '.join(ACTIVATIONS)}"
+    )
 
 
 def read_state_dict(directory: str | Path, *, lazy: bool = False) -> dict[str, Tensor]:
@@ -105,7 +125,7 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str | Pat
     tensors, misshapen = {}, []
     for key, tensor in state_dict.items():
         name = _strip_prefix(key)
-        if name == TIED_HEAD:
+        if name == TIED_HEAD and TIED_HEAD not in expected:
             # The LM head is the token embedding: a matching copy carries no information.
             want = expected["embed_tokens.weight"].shape
             if tensor.shape != want:

@@ -3,7 +3,9 @@
 Module and parameter names mirror Hugging Face's ``OPTForCausalLM.model.decoder``, so a
 checkpoint loads by stripping a prefix. Numerics follow the Hugging Face implementation:
 learned positions offset by 2 and counted over real tokens only (left padding is fine),
-ReLU FFN, pre-LN everywhere except the 350m layout, LM head tied to the token embedding.
+ReLU FFN, pre-LN everywhere except the 350m layout, LM head tied to the token embedding
+(and the OPTConfig variants other checkpoints use: other activations, no biases, norms
+without weights, no final norm, an untied head).
 There is no dropout (OPT trained with 0.1): a benchmark's training step stays
 deterministic, and dropout's cost is small beside the matmuls.
 
@@ -23,9 +25,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from carbonbench.errors import UserError
+from carbonbench.opt.activations import activation
 from carbonbench.opt.card import POSITION_OFFSET, Architecture
 
-PAD_ID = 1  # OPT's padding token; its embedding row gets no gradient, as in fairseq and HF
+PAD_ID = 1  # OPT's padding token, which prompts are padded with (Architecture.pad_token_id is the row without gradient)
 INIT_STD = 0.02
 
 
@@ -92,12 +95,12 @@ class _GrowingLayer:
 class Attention(nn.Module):
     def __init__(self, arch: Architecture):
         super().__init__()
-        d = arch.d_model
+        d, bias = arch.d_model, arch.bias
         self.n_heads, self.head_dim = arch.n_heads, arch.head_dim
-        self.q_proj = nn.Linear(d, d)
-        self.k_proj = nn.Linear(d, d)
-        self.v_proj = nn.Linear(d, d)
-        self.out_proj = nn.Linear(d, d)
+        self.q_proj = nn.Linear(d, d, bias=bias)
+        self.k_proj = nn.Linear(d, d, bias=bias)
+        self.v_proj = nn.Linear(d, d, bias=bias)
+        self.out_proj = nn.Linear(d, d, bias=bias)
         self.fused = False  # True once fuse_qkv has replaced q/k/v_proj by qkv_proj
 
     @torch.no_grad()
@@ -108,10 +111,12 @@ class Attention(nn.Module):
             return
         projs = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([p.weight for p in projs])  # [3 x width, D], same device and dtype
-        bias = torch.cat([p.bias for p in projs])
-        qkv = nn.Linear(weight.shape[1], weight.shape[0], device="meta")  # no init: replaced next
+        has_bias = self.q_proj.bias is not None
+        qkv = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")  # no init: replaced next
         qkv.weight = nn.Parameter(weight, requires_grad=self.q_proj.weight.requires_grad)
-        qkv.bias = nn.Parameter(bias, requires_grad=self.q_proj.bias.requires_grad)
+        if has_bias:
+            bias = torch.cat([p.bias for p in projs])
+            qkv.bias = nn.Parameter(bias, requires_grad=self.q_proj.bias.requires_grad)
         del self.q_proj, self.k_proj, self.v_proj
         self.qkv_proj, self.fused = qkv, True
 
@@ -156,19 +161,21 @@ class DecoderLayer(nn.Module):
     def __init__(self, arch: Architecture):
         super().__init__()
         self.pre_ln = arch.pre_ln
+        self.act = activation(arch.activation)
+        affine = arch.layer_norm_affine
         self.self_attn = Attention(arch)
-        self.self_attn_layer_norm = nn.LayerNorm(arch.d_model)
-        self.fc1 = nn.Linear(arch.d_model, arch.ffn_dim)
-        self.fc2 = nn.Linear(arch.ffn_dim, arch.d_model)
-        self.final_layer_norm = nn.LayerNorm(arch.d_model)
+        self.self_attn_layer_norm = nn.LayerNorm(arch.d_model, elementwise_affine=affine)
+        self.fc1 = nn.Linear(arch.d_model, arch.ffn_dim, bias=arch.bias)
+        self.fc2 = nn.Linear(arch.ffn_dim, arch.d_model, bias=arch.bias)
+        self.final_layer_norm = nn.LayerNorm(arch.d_model, elementwise_affine=affine)
 
     def forward(self, x: Tensor, mask: Tensor | None, cache_kv, start_pos: int) -> Tensor:
         if self.pre_ln:
             x = x + self.self_attn(self.self_attn_layer_norm(x), mask, cache_kv, start_pos)
-            return x + self.fc2(F.relu(self.fc1(self.final_layer_norm(x))))
+            return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
         # opt-350m: normalise after each residual add.
         x = self.self_attn_layer_norm(x + self.self_attn(x, mask, cache_kv, start_pos))
-        return self.final_layer_norm(x + self.fc2(F.relu(self.fc1(x))))
+        return self.final_layer_norm(x + self.fc2(self.act(self.fc1(x))))
 
 
 class OPT(nn.Module):
@@ -176,14 +183,16 @@ class OPT(nn.Module):
         super().__init__()
         self.arch = arch
         d, e = arch.d_model, arch.word_embed_proj_dim
-        self.embed_tokens = nn.Embedding(arch.vocab_size, e, padding_idx=PAD_ID)
+        self.embed_tokens = nn.Embedding(arch.vocab_size, e, padding_idx=arch.pad_token_id)
         self.embed_positions = nn.Embedding(arch.max_positions + POSITION_OFFSET, d)
         if arch.projects_embeddings:
             self.project_in = nn.Linear(e, d, bias=False)
             self.project_out = nn.Linear(d, e, bias=False)
         self.layers = nn.ModuleList(DecoderLayer(arch) for _ in range(arch.n_layers))
-        if arch.pre_ln:
-            self.final_layer_norm = nn.LayerNorm(d)
+        if arch.final_norm:
+            self.final_layer_norm = nn.LayerNorm(d, elementwise_affine=arch.layer_norm_affine)
+        if not arch.tie_word_embeddings:
+            self.lm_head = nn.Linear(e, arch.vocab_size, bias=False)
         # Recompute each layer's activations in backward instead of storing them.
         self.gradient_checkpointing = False
         # Attention heads held by this process: n_heads / tp under tensor parallelism
@@ -290,10 +299,12 @@ class OPT(nn.Module):
         return self._head(x)[:, -1]
 
     def _head(self, x: Tensor) -> Tensor:
-        if self.arch.pre_ln:
+        if self.arch.final_norm:
             x = self.final_layer_norm(x)
         if self.arch.projects_embeddings:
             x = self.project_out(x)  # [B, T, E]
+        if not self.arch.tie_word_embeddings:
+            return self.lm_head(x)  # [B, T, V]
         return F.linear(x, self.embed_tokens.weight)  # tied LM head: [B, T, V]
 
 
@@ -375,6 +386,6 @@ def init_weights(model: OPT, seed: int) -> None:
             module.bias.zero_()
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             module.weight[module.padding_idx].zero_()
-        if isinstance(module, nn.LayerNorm):
+        if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
             module.weight.fill_(1.0)
             module.bias.zero_()

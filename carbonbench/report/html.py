@@ -216,6 +216,8 @@ td.win{font-weight:600;color:#116329}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0}
 dl.kv dt{color:var(--muted)}dl.kv dd{margin:0}
 ul.tight{margin:4px 0;padding-left:20px}
+button.cb-csv{font-size:12px;margin:6px 0 0;padding:1px 8px;border:1px solid var(--line);border-radius:4px;
+background:#f5f7fb;color:var(--accent);cursor:pointer}
 """
 
 # Sorting: a click on a header sorts by data-sort when every cell has one, else by text.
@@ -237,6 +239,44 @@ _SORT_JS = """
         rows.forEach(function(r){body.appendChild(r);});
       });
     });
+  });
+})();
+"""
+
+# Every table gets a "Download CSV" button, built here rather than in the markup so that
+# a page read without scripts shows no dead button. Cells are the text shown, except
+# that a number loses its thousands separators and, where the table rounded it, comes
+# at the full precision of its sort key; the rows come in
+# the order the table is sorted in. A text cell starting with = + - @ is prefixed with
+# ' so that a spreadsheet shows it instead of running it as a formula.
+_CSV_JS = r"""
+(function(){
+  function number(s){return s!==null&&s!==''&&!isNaN(+s);}
+  function value(c){
+    var text=c.textContent.replace(/\s+/g,' ').trim();
+    if(c.tagName==='TH')return text;
+    var s=c.getAttribute('data-sort'),plain=text.replace(/,/g,'');
+    if(number(plain))return number(s)&&+s!==+plain?s:plain;
+    return /^[=+\-@]/.test(text)?"'"+text:text;
+  }
+  function quote(v){return /[",\r\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;}
+  function csv(t){
+    return '\ufeff'+[].map.call(t.rows,function(r){return [].map.call(r.cells,function(c){return quote(value(c));}).join(',');})
+      .join('\r\n')+'\r\n';
+  }
+  document.querySelectorAll('main table').forEach(function(t,i){
+    var section=t.closest('section');
+    var name=(t.id||((section&&section.id)||'table')+'-'+(i+1))+'.csv';
+    var b=document.createElement('button');
+    b.type='button';b.className='cb-csv';b.textContent='Download CSV';b.setAttribute('data-file',name);
+    b.addEventListener('click',function(){
+      var a=document.createElement('a');
+      a.href=URL.createObjectURL(new Blob([csv(t)],{type:'text/csv;charset=utf-8'}));
+      a.download=name;document.body.appendChild(a);a.click();
+      setTimeout(function(){URL.revokeObjectURL(a.href);a.remove();},10000);
+    });
+    var wrap=t.closest('.table-wrap')||t;
+    wrap.parentNode.insertBefore(b,wrap);
   });
 })();
 """
@@ -272,6 +312,7 @@ def page(*, title: str, subtitle_html: str, nav: Sequence[tuple[str, str]], body
         f"<nav>{links}</nav><main>{body}</main>"
         f'<script type="application/json" id="cb-template">{script_json(template)}</script>'
         f"<script>{_SORT_JS}</script>"
+        f"<script>{_CSV_JS}</script>"
         f"<script>{plotly_js}</script>"
         f"<script>{_PLOT_JS}</script>"
         "</body></html>\n"
