@@ -170,6 +170,8 @@ class PointRecord(Record):
     # J/token and tokens/s over the ok repeats: mean, std, 95% CI (carbonbench.stats).
     summary: Optional[dict[str, Any]] = omit()
     params: Optional[int] = omit()
+    # "random (seed N)" or "checkpoint <source>": FLOPs and time do not depend on the values, power can.
+    weights: Optional[str] = omit()
     parallel: Optional[dict[str, Any]] = omit()  # torchrun: the point's layout over the ranks
     ranks: Optional[list[dict]] = omit()  # torchrun: each rank's status
     extra: dict[str, Any] = field(default_factory=dict)
@@ -179,7 +181,7 @@ class PointRecord(Record):
         "new_tokens": NUMBER, "seq_len": NUMBER, "status": STRING, "error": STRING, "started_unix_s": NUMBER,
         "tokens_per_word": NUMBER, "tokens_per_step": NUMBER, "flops_per_step": NUMBER,
         "model_flops_per_step": NUMBER, "warmup": MAPPING,
-        "peak_memory_bytes": NUMBER, "finished_unix_s": NUMBER, "summary": MAPPING, "params": NUMBER,
+        "peak_memory_bytes": NUMBER, "finished_unix_s": NUMBER, "summary": MAPPING, "params": NUMBER, "weights": STRING,
         "parallel": MAPPING, "ranks": LIST,
     }
 

@@ -17,6 +17,7 @@ import pandas as pd
 from carbonbench.carbon import derive as derive_columns
 from carbonbench.errors import ResultsError
 from carbonbench.meters.base import weakest_method
+from carbonbench.meters.host import BUSY_FLAG
 from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord
 from carbonbench.runfile import read_run
 from carbonbench.stats import ci95
@@ -26,11 +27,11 @@ COLUMNS = [
     "model", "params", "engine", "engine_options", "dtype",
     "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len", "repeat", "status", "error",
     "tokens", "steps", "duration_s", "tokens_per_s", "flops", "model_flops",
-    "energy_j", "energy_method", "energy_gpu_j", "energy_cpu_j", "energy_dram_j",
+    "energy_j", "energy_method", "energy_missing", "energy_gpu_j", "energy_cpu_j", "energy_dram_j",
     "energy_gpu_method", "energy_cpu_method", "energy_dram_method",
     "active_energy_j", "idle_power_w", "joules_per_token",
     "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s",
-    "peak_memory_bytes", "tokens_per_word", "flags", "start_unix_s",
+    "peak_memory_bytes", "tokens_per_word", "weights", "flags", "start_unix_s",
     "codecarbon_energy_j", "codecarbon_cpu_energy_j", "codecarbon_gpu_energy_j", "codecarbon_ram_energy_j",
     "codecarbon_energy_diff_j", "codecarbon_cpu_energy_diff_j", "codecarbon_gpu_energy_diff_j",
     "codecarbon_ram_energy_diff_j",
@@ -103,6 +104,7 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
         "source_file": str(source) if source else None,
         "idle_power_w": run.idle.total_power_w if run.idle is not None else None,
     }
+    baseline_busy = run.idle is not None and BUSY_FLAG in run.idle.flags
     rows = []
     for point in run.points:
         prow = {**base, **point_columns(point)}
@@ -111,7 +113,7 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
             continue
         for rep in point.repeats:
             # A point that failed after some repeats keeps them, marked with its status.
-            rows.append({**prow, **repeat_columns(rep), "status": rep.status or point.status})
+            rows.append({**prow, **repeat_columns(rep, baseline_busy), "status": rep.status or point.status})
     return rows
 
 
@@ -120,11 +122,17 @@ def point_columns(point: PointRecord) -> dict[str, Any]:
         **{k: getattr(point, k) for k in POINT_FIELDS},
         "params": point.params, "status": point.status, "error": point.error,
         "peak_memory_bytes": point.peak_memory_bytes, "tokens_per_word": point.tokens_per_word,
+        "weights": point.weights,
     }
 
 
-def repeat_columns(rep: RepeatRecord) -> dict[str, Any]:
+def repeat_columns(rep: RepeatRecord, baseline_busy: bool = False) -> dict[str, Any]:
+    """A repeat's columns. A total missing a component carries ``energy_missing``; active
+    energy is left out (None) where another process kept the host busy during the window
+    or the idle baseline, since idle and active power then read alike."""
     latency = rep.latency_s
+    flags = list(rep.flags) + (["busy-baseline"] if baseline_busy else [])
+    unreliable_active = baseline_busy or BUSY_FLAG in rep.flags
     out = {
         "repeat": rep.repeat,
         "tokens": rep.tokens,
@@ -135,14 +143,15 @@ def repeat_columns(rep: RepeatRecord) -> dict[str, Any]:
         "tokens_per_s": rep.tokens_per_s,
         "energy_j": rep.energy_j,
         "energy_method": rep.energy_method,
-        "active_energy_j": rep.active_energy_j,
+        "energy_missing": ",".join(c for c, comp in rep.components.items() if comp.energy_j is None) or None,
+        "active_energy_j": None if unreliable_active else rep.active_energy_j,
         "joules_per_token": rep.joules_per_token,
         "ttft_s": rep.ttft_s,
         "tpot_s": rep.tpot_s,
         "latency_p50_s": latency.get("p50"),
         "latency_p90_s": latency.get("p90"),
         "latency_p99_s": latency.get("p99"),
-        "flags": ",".join(rep.flags),
+        "flags": ",".join(flags),
         "start_unix_s": rep.start_unix_s,
     }
     for kind in ("gpu", "cpu", "dram"):

@@ -146,6 +146,7 @@ class Runner:
                 continue
             record = self._measure_point(point, model, engine, tokenizer, session, run_file)
             record.params = sum(t.numel() for t in model.parameters())  # whole model, also when sharded
+            record.weights = entry.weights(self.scenario.seed)
             record.parallel = self.job.describe_layout(layout, point.batch_size)
             self._record(point, record, run_file, session)
             if self.scenario.measurement.cooldown_s:

@@ -70,6 +70,9 @@ class MeasurementConfig:
     idle_baseline_s: float = field(default=5.0, metadata={"min": 0})
     cooldown_s: float = field(default=0.0, metadata={"min": 0})  # between points
     cpu_tdp_w: Optional[float] = field(default=None, metadata=positive())
+    # The CPU estimate's share: the whole package (what a socket meter would see), or this
+    # process tree's share of the host's busy CPU time (a shared or busy host).
+    cpu_attribution: Literal["machine", "process"] = "machine"
     codecarbon: bool = True
 
 
@@ -224,6 +227,10 @@ class ModelEntry:
     @classmethod
     def of(cls, source: str) -> "ModelEntry":
         return cls(model_label(source), source, model_card(source))
+
+    def weights(self, seed: int) -> str:
+        """Where the weight values come from, as a run records it."""
+        return f"checkpoint {self.card.checkpoint}" if self.card.checkpoint else f"random (seed {seed})"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from carbonbench.errors import MeterError
 from carbonbench.meters import rapl, select
 from carbonbench.meters.base import MeterSet
 from carbonbench.meters.cpu import CpuEstimateMeter, DramEstimateMeter
+from carbonbench.meters.host import HostLoadMeter
 from carbonbench.meters.rapl import RaplMeter, discover, wrapped_delta
 from carbonbench.meters.select import RaplPermissionWarning, build_meter_set
 from carbonbench.scenario import MeasurementConfig
@@ -190,7 +191,7 @@ def test_permission_denied_falls_back_to_the_estimate_with_one_warning(tree, den
     root, _ = tree
     with pytest.warns(RaplPermissionWarning, match="cannot read them.*ESTIMATED.*chmod"):
         ms = build_meter_set(torch.device("cpu"), MeasurementConfig(), powercap_root=root, sample=False)
-    assert [type(m) for m in ms.meters] == [CpuEstimateMeter, DramEstimateMeter]
+    assert [type(m) for m in ms.meters] == [CpuEstimateMeter, DramEstimateMeter, HostLoadMeter]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second build in the same process stays quiet
         build_meter_set(torch.device("cpu"), MeasurementConfig(), powercap_root=root, sample=False)
@@ -201,13 +202,13 @@ def test_no_powercap_at_all_falls_back_silently(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ms = build_meter_set(torch.device("cpu"), MeasurementConfig(), powercap_root=tmp_path / "none", sample=False)
-    assert [m.name for m in ms.meters] == ["cpu-estimate", "dram-estimate"]
+    assert [m.name for m in ms.meters] == ["cpu-estimate", "dram-estimate", "host-load"]
 
 
 def test_readable_rapl_is_chosen_over_the_estimate(tree):
     root, _ = tree
     ms = build_meter_set(torch.device("cpu"), MeasurementConfig(sample_interval_s=0.05), powercap_root=root)
-    assert [m.name for m in ms.meters] == ["rapl"]  # it has DRAM domains: no DRAM estimate
+    assert [m.name for m in ms.meters] == ["rapl", "host-load"]  # it has DRAM domains: no DRAM estimate
     assert ms.meters[0].sample_interval_s == 0.05
     assert ms.resolution_s == pytest.approx(0.001)
 
@@ -215,7 +216,7 @@ def test_readable_rapl_is_chosen_over_the_estimate(tree):
 def test_rapl_without_a_dram_domain_gets_the_dram_estimate(tmp_path):
     domain(tmp_path, "intel-rapl:0", "package-0", 5)
     ms = build_meter_set(torch.device("cpu"), MeasurementConfig(), powercap_root=tmp_path, sample=False)
-    assert [m.name for m in ms.meters] == ["rapl", "dram-estimate"]
+    assert [m.name for m in ms.meters] == ["rapl", "dram-estimate", "host-load"]
 
 
 def test_losing_read_access_mid_run_is_a_meter_error(tree, monkeypatch):

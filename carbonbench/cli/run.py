@@ -192,8 +192,19 @@ def _summary(run) -> None:
         summary = p.summary or {}
         tps, jpt = (summary.get(k, {}).get("mean") for k in ("tokens_per_s", "joules_per_token"))
         table.append([p.model, p.workload, p.batch_size, sizes, "ok" if p.ok else p.status, _figure(tps, ",.1f"),
-                      _figure(jpt, ".4g"), ok[0].energy_method])
+                      _figure(jpt, ".4g"), _method(ok)])
     print_table(["model", "workload", "batch", "sizes", "status", "tokens/s", "J/token", "energy method"], table)
+
+
+def _method(repeats) -> str:
+    """The energy method, and what a reader must know about the total: a missing part, a busy host."""
+    missing = sorted({c for r in repeats for c, comp in r.components.items() if comp.energy_j is None})
+    text = repeats[0].energy_method or "none"
+    if missing:
+        text += f", partial: no {'+'.join(missing)}"
+    if any("busy-host" in r.flags for r in repeats):
+        text += ", busy host"
+    return text
 
 
 def _figure(value, spec: str) -> str:

@@ -33,7 +33,7 @@ ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEFAULT_TIMEOUT_S = 300.0
 # Kinds of meter that read the whole node (package counters, machine-wide utilisation,
 # installed memory): only one rank per node may keep them.
-NODE_KINDS = ("cpu", "dram", "cpu+dram")
+NODE_KINDS = ("cpu", "dram", "cpu+dram", "host")
 
 
 class DistributedFailure(RuntimeError):

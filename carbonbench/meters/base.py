@@ -55,6 +55,11 @@ class Measurement:
         return sum(known) if known else None
 
     @property
+    def missing(self) -> tuple[str, ...]:
+        """Components whose meter could not say: the total leaves them out, so it is partial."""
+        return tuple(c.component for c in self.components if c.energy_j is None)
+
+    @property
     def method(self) -> Method:
         """The weakest method among the components that reported energy."""
         methods = [c.method for c in self.components if c.energy_j is not None]
@@ -120,6 +125,10 @@ class Meter(ABC):
 
     def flags(self) -> tuple[str, ...]:
         """Problems that make this meter's figures less trustworthy (e.g. a dead sampler)."""
+        return ()
+
+    def window_flags(self, snapshot: Any) -> tuple[str, ...]:
+        """Problems with one window, seen at its end (e.g. other processes kept the host busy)."""
         return ()
 
 
@@ -224,7 +233,10 @@ class MeterSet:
         for meter, snap in zip(self.meters, w._snapshots):
             components.extend(meter.end(snap, w._unix0, end_unix))
         flags = ("short-window",) if duration_s < self.resolution_s else ()
+        # A component that could not say makes the total a partial sum: it must not pass for the whole.
+        flags += ("partial",) if any(c.energy_j is None for c in components) else ()
         flags += tuple(f for m in self.meters for f in m.flags())
+        flags += tuple(f for m, snap in zip(self.meters, w._snapshots) for f in m.window_flags(snap))
         w.measurement = Measurement(label, w._unix0, duration_s, tuple(components), flags)
         return w.measurement
 

@@ -3,7 +3,9 @@
 CPU: power = TDP x (idle_fraction + (1 - idle_fraction) x utilisation), with utilisation
 the busy share of all logical CPUs during the window (machine-wide, from /proc/stat via
 psutil: other processes count too, as they do for a power meter). TDP x packages on
-bare metal. DRAM: a constant power per GB of installed memory.
+bare metal. With ``attribution="process"`` the window's package energy is scaled by this
+process tree's share of the host's busy CPU time (carbonbench.meters.host), so a busy
+neighbour's work is not counted as ours. DRAM: a constant power per GB of installed memory.
 
 These are models, not measurements, and every figure they give is labelled
 ``estimated``. Their parameters and sources are in ``describe()``.
@@ -18,12 +20,21 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import psutil
 
 from carbonbench.meters.base import ComponentEnergy, Meter
+from carbonbench.meters.host import HostClock
 from carbonbench.meters.sampler import SampledMeter
+
+Attribution = Literal["machine", "process"]
+ATTRIBUTIONS = ("machine", "process")
+ATTRIBUTION_TEXT = {
+    "machine": "machine: the whole package's estimated energy, whoever used it",
+    "process": "process: the package's estimated energy x this process tree's share of the host's busy CPU time "
+               "(psutil CPU times of the process and its children)",
+}
 
 # codecarbon's fallback for unknown CPUs, used here for the same reason: some number is
 # needed, and this one is at least a published convention that can be compared with.
@@ -148,7 +159,12 @@ class CpuEstimateMeter(SampledMeter):
     name = "cpu-estimate"
     resolution_s = 0.0
 
-    def __init__(self, tdp_w: Optional[float] = None, *, sample_interval_s: Optional[float] = None, topology: Optional[CpuTopology] = None):
+    def __init__(self, tdp_w: Optional[float] = None, *, sample_interval_s: Optional[float] = None,
+                 topology: Optional[CpuTopology] = None, attribution: Attribution = "machine"):
+        if attribution not in ATTRIBUTIONS:
+            raise ValueError(f"attribution must be one of {ATTRIBUTIONS}, not {attribution!r}")
+        self.attribution = attribution
+        self._clock = HostClock()
         self.topology = topology or cpu_topology()
         self.threads = self.topology.threads
         self.model = self.topology.model
@@ -158,12 +174,15 @@ class CpuEstimateMeter(SampledMeter):
         self._process = psutil.Process(os.getpid())
 
     def begin(self) -> Any:
-        return psutil.cpu_times()
+        return psutil.cpu_times(), (self._clock.snapshot() if self.attribution == "process" else None)
 
     def end(self, snapshot, start_unix_s, end_unix_s) -> list[ComponentEnergy]:
+        times, host = snapshot
         duration_s = max(end_unix_s - start_unix_s, 0.0)
-        util = utilisation(snapshot, psutil.cpu_times())
-        return [ComponentEnergy("cpu", "cpu", self.power_w(util) * duration_s, "estimated", self.name)]
+        energy_j = self.power_w(utilisation(times, psutil.cpu_times())) * duration_s
+        if host is not None:
+            energy_j *= self._clock.since(host).tree_share
+        return [ComponentEnergy("cpu", "cpu", energy_j, "estimated", self.name)]
 
     def power_w(self, utilisation: float) -> float:
         return self.tdp.tdp_w * (IDLE_FRACTION + (1 - IDLE_FRACTION) * utilisation)
@@ -172,15 +191,18 @@ class CpuEstimateMeter(SampledMeter):
     # what a CPU run runs out of. Cheap reads only: /proc/stat and two /proc files.
     def _sample(self) -> list[dict[str, Any]]:
         now, times = time.time(), psutil.cpu_times()
-        prev, self._prev_times = self._prev_times, times
+        host = self._clock.snapshot() if self.attribution == "process" else None
+        prev, self._prev_times = self._prev_times, (times, host)
         if prev is None:
             return []
-        util = utilisation(prev, times)
+        util = utilisation(prev[0], times)
+        # The timeline's power is attributed as the windows' energy is.
+        share = self._clock.share_between(prev[1], host).tree_share if host is not None else 1.0
         return [{
             "unix_s": now,
             "component": "cpu",
             "kind": "cpu",
-            "power_w": self.power_w(util),
+            "power_w": self.power_w(util) * share,
             "cpu_util_pct": 100.0 * util,
             "memory_used_bytes": psutil.virtual_memory().used,
             "rss_bytes": self._process.memory_info().rss,
@@ -199,6 +221,7 @@ class CpuEstimateMeter(SampledMeter):
             "tdp_source": self.tdp.source,
             "model": f"power = TDP x ({IDLE_FRACTION:g} + {1 - IDLE_FRACTION:g} x utilisation)",
             "utilisation": "machine-wide busy share of all logical CPUs (psutil.cpu_times)",
+            "attribution": ATTRIBUTION_TEXT[self.attribution],
             "sampler": self.sampler_stats(),
         }
 

@@ -18,6 +18,7 @@ import torch
 from carbonbench.errors import MeterError
 from carbonbench.meters.base import Meter, MeterSet, NullMeter
 from carbonbench.meters.cpu import CpuEstimateMeter, DramEstimateMeter
+from carbonbench.meters.host import HostLoadMeter
 from carbonbench.meters.nvml import NvmlMeter
 from carbonbench.meters.rapl import POWERCAP_ROOT, RaplMeter, discover
 
@@ -49,6 +50,7 @@ def build_meter_set(
     device = torch.device(device)
     interval = measurement.sample_interval_s if sample else None
     meters: list[Meter] = list(_cpu_meters(measurement, interval, Path(powercap_root)))
+    meters.append(HostLoadMeter())  # flags windows a busy neighbour makes unreliable
     sync = None
     if device.type == "cuda":
         gpu, indices = _gpu_meter(interval, gpu_indices)
@@ -66,7 +68,9 @@ def _cpu_meters(measurement, interval: Optional[float], root: Path) -> list[Mete
         return meters
     if found.permission_denied:
         _warn_rapl_permission(found.root)
-    return [CpuEstimateMeter(measurement.cpu_tdp_w, sample_interval_s=interval), DramEstimateMeter()]
+    return [CpuEstimateMeter(measurement.cpu_tdp_w, sample_interval_s=interval,
+                             attribution=measurement.cpu_attribution),
+            DramEstimateMeter()]
 
 
 def _warn_rapl_permission(root: Path) -> None:

@@ -192,13 +192,15 @@ def _num(x: Any) -> float:
 
 
 RUN_COLUMNS = ("run_label", "device_type", "device_name", "n_devices", "hostname", "scenario", "params", "quick",
-               "grid_g_per_kwh", "grid_source", "pue", "usd_per_kwh", "usd_per_device_hour", "peak_memory_bytes")
+               "grid_g_per_kwh", "grid_source", "pue", "usd_per_kwh", "usd_per_device_hour", "peak_memory_bytes",
+               "weights")
 SPLIT_COLUMNS = ("gpu_j_per_token", "gpu_method", "cpu_j_per_token", "cpu_method", "dram_j_per_token", "dram_method",
                  "active_j_per_token", "idle_j_per_token", "power_w", "tokens_total", "energy_j_total",
                  "duration_s_total")
 CODECARBON_COLUMNS = ("codecarbon_j_per_token", "codecarbon_power_w", "codecarbon_repeats",
                       "codecarbon_gpu_j_per_token", "codecarbon_cpu_j_per_token", "codecarbon_ram_j_per_token")
-POINT_TABLE_COLUMNS = (POINT_KEYS + list(RUN_COLUMNS) + ["status", "error", "flags"] + list(SUMMARY_COLUMNS)
+POINT_TABLE_COLUMNS = (POINT_KEYS + list(RUN_COLUMNS) + ["status", "error", "flags", "energy_missing"]
+                       + list(SUMMARY_COLUMNS)
                        + [f"{c}_{s}" for c in CI_COLUMNS for s in ("mean", "ci95")] + list(MEAN_COLUMNS)
                        + list(SPLIT_COLUMNS) + list(CODECARBON_COLUMNS) + ["label", "sizes", "length"])
 
@@ -224,7 +226,9 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = dict(zip(POINT_KEYS, key))
         row.update({c: first[c] for c in RUN_COLUMNS})
         row.update(status=status, error=errors[0] if errors else "", quick=bool(first["quick"]),
-                   flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})))
+                   flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})),
+                   energy_missing=",".join(sorted({c for m in ok["energy_missing"].dropna() for c in str(m).split(",")
+                                                   if c})) or None)
         row.update(dict.fromkeys(SUMMARY_COLUMNS, math.nan), n_repeats=len(ok),
                    energy_method=weakest_method(ok["energy_method"].dropna()))
         if len(ok):

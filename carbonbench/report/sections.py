@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from carbonbench.carbon import DEFAULT_PLACES, where_to_run
+from carbonbench.report import caveats
 from carbonbench.report import compare as cmp
 from carbonbench.report import figures as figs
 from carbonbench.report import training
@@ -60,8 +61,7 @@ def summary(data: ReportData) -> str:
                                    '<a href="#tables">Tables</a>; their figures are left out of the charts.'))
     if data.skipped:
         parts.append(banner("bad", "<b>Skipped damaged result files:</b> " + esc("; ".join(data.skipped))))
-    parts.append(banner("info", "Models are built from their cards with random weights: the compute, and so the "
-                                "energy, of a forward or training step does not depend on the weight values."))
+    parts.extend(caveats.banners(data))
     parts.append("<h3>Energy methods</h3><ul class=\"tight\">" + "".join(
         f"<li>{method_tag(m)} {esc(text)}</li>" for m, text in METHOD_HELP) + "</ul>")
     parts.append("<h3>At a glance: the lowest J/token per machine, model and workload</h3>" + _headline(data))
@@ -99,7 +99,8 @@ def _headline(data: ReportData) -> str:
                      num_cell(p["joules_per_token_mean"], half=p["joules_per_token_ci95"]),
                      num_cell(p["tokens_per_s_mean"], half=p["tokens_per_s_ci95"]),
                      num_cell(p["co2e_g_per_million_tokens_mean"]), num_cell(p["usd_per_million_tokens_mean"], 3),
-                     Cell(method_tag(p["energy_method"]), p["energy_method"], raw_html=True)])
+                     Cell(method_tag(caveats.method_text(p["energy_method"], p["energy_missing"])),
+                          p["energy_method"], raw_html=True)])
     return table(["machine", "model", "workload", "point", "J/token ± 95% CI", "tokens/s ± 95% CI",
                   "gCO2e / 1M tokens", "$ / 1M tokens", "energy method"], rows)
 
@@ -132,7 +133,10 @@ def _runs_table(data: ReportData) -> str:
             "grid": grid or (f"{carbon.get('country')}" + (f"/{carbon.get('region')}" if carbon.get("region") else "")),
             "PUE": carbon.get("pue"),
             "prices": f"${cost.get('usd_per_kwh')}/kWh, ${cost.get('usd_per_device_hour')}/device-hour",
-            "meters": meters, "idle baseline": idle_w,
+            "meters": meters, "CPU attribution": caveats.attribution(run) or "none (no CPU estimate)",
+            "weights": ", ".join(sorted(set(pts["weights"].dropna().astype(str)))) if len(pts) else "",
+            "idle baseline": idle_w + (" [busy host: other processes were working]"
+                                       if idle is not None and "busy-host" in idle.flags else ""),
             "codecarbon": (f"{cc.get('version')} ({', '.join(map(str, cc.get('mode') or [])) or cc.get('tracker', '')})"
                            if cc.get("enabled") else "off"),
             "timeline": f"{len(run.timeline)} samples" if run.timeline is not None else run.timeline_note,
@@ -353,7 +357,8 @@ def tables(data: ReportData) -> str:
             Cell(r["status"], r["status"], "" if r["status"] == "ok" else "bad"), num_cell(r["n_repeats"]),
             num_cell(r["tokens_per_s_mean"], half=r["tokens_per_s_ci95"]),
             num_cell(r["joules_per_token_mean"], half=r["joules_per_token_ci95"]),
-            Cell(method_tag(r["energy_method"]) if r["n_repeats"] else "", r["energy_method"], raw_html=True),
+            Cell(method_tag(caveats.method_text(r["energy_method"], r["energy_missing"])) if r["n_repeats"] else "",
+                 r["energy_method"], raw_html=True),
             num_cell(r["kwh_per_million_tokens_mean"], half=r["kwh_per_million_tokens_ci95"]),
             num_cell(r["co2e_g_per_million_tokens_mean"], half=r["co2e_g_per_million_tokens_ci95"]),
             num_cell(r["usd_per_million_tokens_mean"], half=r["usd_per_million_tokens_ci95"]),
@@ -368,7 +373,7 @@ def tables(data: ReportData) -> str:
                     "$ / 1M tok", "TTFT ms", "TPOT ms", "step p50 ms", "mean W", "MFU %", "HFU %", "peak MiB", "flags"],
                    rows, table_id="points", caption="Every point (click a column to sort). ± is the half-width "
                                                     "of the 95% confidence interval over repeats (Student's t).")]
-    parts.append("<h3>codecarbon beside carbonbench</h3>" + _codecarbon_table(p))
+    parts.append("<h3>codecarbon beside carbonbench</h3>" + caveats.codecarbon_table(data))
     failed = p[p["status"] != "ok"]
     parts.append("<h3>Failed points</h3>")
     if failed.empty:
@@ -378,28 +383,6 @@ def tables(data: ReportData) -> str:
                            [[r["run_label"], r["label"], r["status"], num_cell(r["n_repeats"]), Cell(r["error"], cls="wrap")]
                             for _, r in failed.iterrows()], table_id="failed"))
     return section("tables", "Tables", "".join(parts))
-
-
-def _codecarbon_table(p: pd.DataFrame) -> str:
-    have = p[p["codecarbon_j_per_token"].notna()]
-    if have.empty:
-        return _note("codecarbon did not run alongside these measurements (measurement.codecarbon: false).")
-    rows = []
-    for _, r in have.iterrows():
-        ratio = r["codecarbon_j_per_token"] / r["joules_per_token_mean"] if r["joules_per_token_mean"] else math.nan
-        rows.append([r["run_label"], r["label"], num_cell(r["joules_per_token_mean"]),
-                     Cell(method_tag(r["energy_method"]), r["energy_method"], raw_html=True),
-                     num_cell(r["codecarbon_j_per_token"]), num_cell(ratio, 3), num_cell(r["power_w"]),
-                     num_cell(r["codecarbon_power_w"])]
-                    + [num_cell(r[f"{ours}_j_per_token"]) for ours in ("gpu", "cpu", "dram")]
-                    + [num_cell(r[f"codecarbon_{theirs}_j_per_token"]) for theirs in ("gpu", "cpu", "ram")])
-    return table(["machine", "point", "carbonbench J/token", "method", "codecarbon J/token", "codecarbon / ours",
-                  "carbonbench mean W", "codecarbon mean W", "ours GPU J/tok", "ours CPU J/tok", "ours DRAM J/tok",
-                  "codecarbon GPU J/tok", "codecarbon CPU J/tok", "codecarbon RAM J/tok"], rows,
-                 table_id="codecarbon",
-                 caption="codecarbon measured the same windows (one codecarbon task per repeat); its energy "
-                         "divided by the same tokens. codecarbon estimates CPU power from TDP where RAPL is "
-                         "unreadable, and RAM from installed memory.")
 
 
 def _ms(x: Any) -> Any:
