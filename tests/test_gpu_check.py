@@ -387,3 +387,22 @@ def test_sigterm_stops_the_check_and_keeps_what_finished(tmp_path):
     assert steps["env"]["status"] == "ok"
     assert "SIGTERM" in " ".join(summary["notes"])
     assert {"README.md", "runs.tar.gz", "env.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_the_wheel_list_names_each_package_once_within_the_projects_bounds():
+    import re
+
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    block = text[text.index("WHEELS=(") + len("WHEELS=("):]
+    pins = [line.strip() for line in block[: block.index(")")].splitlines() if line.strip()]
+    names = [re.sub(r"[-_.]+", "-", p.split("==")[0]).lower() for p in pins]
+    assert len(names) == len(set(names)) and all("==" in p for p in pins)  # two versions of one stop pip's install
+    versions = dict(zip(names, (p.split("==")[1] for p in pins)))
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in map(Requirement, deps):
+        if dep.name in ("codecarbon", "plotly"):
+            assert dep.specifier.contains(versions[dep.name]), dep
