@@ -504,6 +504,9 @@ def child_nvml(out: Path, plan: dict[str, Any]) -> int:
 
     device = torch.device(plan["device"])
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            print("torch sees no CUDA GPU: no load to measure", file=sys.stderr)
+            return 2
         torch.cuda.set_device(0)
         torch.zeros(1, device=device)  # the CUDA context exists through both idle windows alike
         sync = lambda: torch.cuda.synchronize(device)  # noqa: E731
