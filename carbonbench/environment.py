@@ -64,6 +64,16 @@ def nvidia_driver() -> str | None:
         return None
 
 
+def nvml_facts() -> dict[str, Any]:
+    """What NVML says about every GPU (carbonbench.meters.nvml.describe_system), read
+    without torch: the energy counter, instantaneous power, limits, clocks, MIG mode."""
+    try:
+        from carbonbench.meters import nvml
+    except ImportError as exc:  # nvidia-ml-py missing: a broken install, said as such
+        return {"available": False, "reason": f"pynvml cannot be imported ({exc}): pip install nvidia-ml-py"}
+    return nvml.describe_system()
+
+
 def collect(device: torch.device | None = None) -> dict[str, Any]:
     vm = psutil.virtual_memory()
     env = {

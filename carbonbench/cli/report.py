@@ -24,11 +24,18 @@ def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_
     \b
     Example:  carbonbench report results/ -o reports/opt-125m.html
     """
+    from carbonbench.errors import UserError
     from carbonbench.report import build_report
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = build_report(results, out, title=title, on_error="skip" if skip_damaged else "raise")
+        try:
+            path = build_report(results, out, title=title, on_error="skip" if skip_damaged else "raise")
+        except ModuleNotFoundError as exc:
+            # plotly is imported only here, so that everything else works without it
+            if (exc.name or "").split(".")[0] != "plotly":
+                raise
+            raise UserError("the HTML report needs plotly, which is not installed: pip install plotly") from None
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     click.echo(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")

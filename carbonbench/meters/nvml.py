@@ -173,6 +173,11 @@ class Gpu:
     power_field: str  # "instant", "average" or "none"
     power_limit_w: Optional[float]
     unsupported: set[str] = field(default_factory=set)  # sampled fields NVML refused
+    # Read once at start, for the record: what bounds the clocks and power of this GPU.
+    enforced_power_limit_w: Optional[float] = None
+    max_sm_clock_mhz: Optional[int] = None
+    max_mem_clock_mhz: Optional[int] = None
+    mig_mode: Optional[str] = None  # "enabled", "disabled", or None where NVML cannot say
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -194,6 +199,10 @@ class Gpu:
                 "none": "none: the GPU reports no power (energy from the counter only)",
             }[self.power_field],
             "power_limit_w": self.power_limit_w,
+            "enforced_power_limit_w": self.enforced_power_limit_w,
+            "max_sm_clock_mhz": self.max_sm_clock_mhz,
+            "max_mem_clock_mhz": self.max_mem_clock_mhz,
+            "mig_mode": self.mig_mode,
             "unsupported_fields": sorted(self.unsupported),
         }
 
@@ -285,9 +294,14 @@ class NvmlMeter(SampledMeter):
                     ) from None
                 power_field = "none"  # the counter still measures; only the timeline is lost
         limit = self._optional(lambda: pynvml.nvmlDeviceGetPowerManagementLimit(handle))
+        enforced = _optional_call("nvmlDeviceGetEnforcedPowerLimit", handle)
         return Gpu(
             component, handle, index, uuid, name, arch, has_counter, power_field,
             limit / 1000.0 if limit is not None else None,
+            enforced_power_limit_w=enforced / 1000.0 if enforced is not None else None,
+            max_sm_clock_mhz=_optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_SM", 1)),
+            max_mem_clock_mhz=_optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_MEM", 2)),
+            mig_mode=_mig_mode(handle),
         )
 
     @staticmethod
@@ -406,3 +420,122 @@ def _field_number(value) -> float:
         if getattr(pynvml, const, None) == value.valueType:
             return float(getattr(value.value, member))
     return float(value.value.uiVal)  # the power fields are unsigned ints (mW)
+
+
+# -- what NVML offers, for `carbonbench env` -------------------------------------------
+def _optional_call(fn: str, *args, refused: Optional[list] = None):
+    """``pynvml.<fn>(*args)``, or None where the GPU, the driver or this pynvml lacks it.
+
+    Used for facts that are recorded, never for measurements: a refusal is noted in
+    ``refused`` (when given) rather than raised, so one missing feature cannot hide the rest.
+    """
+    read = getattr(pynvml, fn, None)
+    if read is None:  # an older nvidia-ml-py (or a test fake) without the function
+        if refused is not None:
+            refused.append(f"{fn}: not in this pynvml")
+        return None
+    try:
+        return read(*args)
+    except pynvml.NVMLError as exc:
+        if refused is not None:
+            refused.append(f"{fn}: {exc}")
+        return None
+
+
+def _mig_mode(handle, refused: Optional[list] = None) -> Optional[str]:
+    modes = _optional_call("nvmlDeviceGetMigMode", handle, refused=refused)
+    if not modes:
+        return None
+    current = modes[0] if isinstance(modes, (list, tuple)) else modes
+    return "enabled" if current == getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1) else "disabled"
+
+
+def _optional_text(value) -> Optional[str]:
+    return _text(value) if value is not None else None
+
+
+def _mw_to_w(value) -> Optional[float]:
+    return value / 1000.0 if isinstance(value, (int, float)) else None
+
+
+def describe_system() -> dict[str, Any]:
+    """Every GPU NVML sees, with the features carbonbench's measurements depend on.
+
+    Whether the energy counter answers, whether the instantaneous power field exists
+    (else power is a 1 s average on Ampere and later), the power limits, clocks, MIG
+    mode and the driver. Independent of torch: it works where CUDA is broken, which is
+    when these facts matter most. Never raises: no driver gives ``available: False``
+    with the reason.
+    """
+    try:
+        init()
+        count = call("counting GPUs", "nvmlDeviceGetCount")
+    except MeterError as exc:
+        return {"available": False, "reason": str(exc)}
+    cuda_driver = _optional_call("nvmlSystemGetCudaDriverVersion")
+    facts: dict[str, Any] = {
+        "available": True,
+        "driver_version": _optional_text(_optional_call("nvmlSystemGetDriverVersion")),
+        "nvml_version": _optional_text(_optional_call("nvmlSystemGetNVMLVersion")),
+        "cuda_driver_version": f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}" if isinstance(cuda_driver, int) else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "devices": [],
+    }
+    for index in range(count):
+        try:
+            handle = _handle(index)
+        except MeterError as exc:
+            facts["devices"].append({"nvml_index": index, "error": str(exc)})
+            continue
+        facts["devices"].append(_device_facts(index, handle))
+    return facts
+
+
+def _device_facts(index: int, handle) -> dict[str, Any]:
+    refused: list[str] = []
+
+    def read(fn, *args):
+        return _optional_call(fn, handle, *args, refused=refused)
+
+    arch_code = read("nvmlDeviceGetArchitecture")
+    arch = next((label for const, label in _ARCH_NAMES.items() if getattr(pynvml, const, None) == arch_code),
+                None if arch_code is None else f"code {arch_code}")
+    energy_mj = read("nvmlDeviceGetTotalEnergyConsumption")
+    try:
+        instant_mw = NvmlMeter._instant_power_mw(handle)
+    except AttributeError:  # a pynvml without field values
+        instant_mw = None
+    constraints = read("nvmlDeviceGetPowerManagementLimitConstraints")
+    clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
+    memory = read("nvmlDeviceGetMemoryInfo")
+    capability = read("nvmlDeviceGetCudaComputeCapability")
+    reasons = read("nvmlDeviceGetCurrentClocksEventReasons")
+    return {
+        "nvml_index": index,
+        "name": _optional_text(read("nvmlDeviceGetName")),
+        "uuid": _optional_text(read("nvmlDeviceGetUUID")),
+        "architecture": arch,
+        "compute_capability": f"{capability[0]}.{capability[1]}" if isinstance(capability, (list, tuple)) else None,
+        "energy_counter": energy_mj is not None,
+        "energy_counter_mj": energy_mj,
+        "power_instant_field": instant_mw is not None,
+        "power_instant_w": _mw_to_w(instant_mw),
+        "power_usage_w": _mw_to_w(read("nvmlDeviceGetPowerUsage")),
+        "power_limit_w": _mw_to_w(read("nvmlDeviceGetPowerManagementLimit")),
+        "power_limit_default_w": _mw_to_w(read("nvmlDeviceGetPowerManagementDefaultLimit")),
+        "power_limit_min_w": _mw_to_w(constraints[0]) if isinstance(constraints, (list, tuple)) else None,
+        "power_limit_max_w": _mw_to_w(constraints[1]) if isinstance(constraints, (list, tuple)) else None,
+        "enforced_power_limit_w": _mw_to_w(read("nvmlDeviceGetEnforcedPowerLimit")),
+        "sm_clock_mhz": read("nvmlDeviceGetClockInfo", clock_sm),
+        "mem_clock_mhz": read("nvmlDeviceGetClockInfo", clock_mem),
+        "max_sm_clock_mhz": read("nvmlDeviceGetMaxClockInfo", clock_sm),
+        "max_mem_clock_mhz": read("nvmlDeviceGetMaxClockInfo", clock_mem),
+        "clocks_event_reasons": reasons,
+        "performance_state": read("nvmlDeviceGetPerformanceState"),
+        "temperature_c": read("nvmlDeviceGetTemperature", getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
+        "memory_total_bytes": getattr(memory, "total", None),
+        "memory_used_bytes": getattr(memory, "used", None),
+        "mig_mode": _mig_mode(handle, refused),
+        "persistence_mode": read("nvmlDeviceGetPersistenceMode"),
+        "refused": refused,
+    }
