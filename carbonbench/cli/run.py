@@ -158,6 +158,8 @@ def _load_source(source: Path):
         from carbonbench.runfile import read_run
 
         run = read_run(source)
+        if run.scenario.get("kind") == "session":  # carbonbench.measure_session: the user's code, not ours
+            raise UserError(f"{source}: a measure_session run (your own code), not a scenario: nothing to re-run")
         return sc.from_dict(run.scenario, source=f"{source} (recorded scenario)")
     if source.suffix.lower() not in (".yaml", ".yml"):
         return sc.load(_shipped_scenario(source))

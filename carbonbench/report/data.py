@@ -165,7 +165,9 @@ def sizes(row: Any) -> str:
         return f"p{_int(row['prompt_tokens'])}"
     if w == "decode":
         return f"p{_int(row['prompt_tokens'])}+n{_int(row['new_tokens'])}"
-    return f"s{_int(row['seq_len'])}"
+    if w == "train" or _num(row["seq_len"]) > 0:
+        return f"s{_int(row['seq_len'])}"
+    return ""  # a measure_session window without a sequence length (carbonbench.api.session)
 
 
 def point_label(row: Any) -> str:
