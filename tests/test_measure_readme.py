@@ -59,7 +59,7 @@ def test_the_readme_examples_run_and_do_what_they_say(tmp_path, monkeypatch, cap
     df = ns["df"]
     assert df.joules_per_token.notna().all()
     # Active energy is there unless another process kept the host busy (then it is left out, flagged).
-    busy = df.flags.fillna("").str.contains("busy-")
+    busy = df["flags"].fillna("").str.contains("busy-")
     assert (df.active_energy_j.notna() | busy).all() and df.active_energy_j[~busy].notna().all()
 
     for line in report.strip().splitlines():
