@@ -717,10 +717,10 @@ class Check:
         if self.dry:
             install_fake_nvml()
         try:
-            from carbonbench.meters import nvml
+            from carbonbench.meters import nvml_facts
         except ImportError as exc:
             return {"available": False, "reason": str(exc)}
-        return nvml.describe_system()
+        return nvml_facts.describe_system()
 
     def available(self, package: str) -> bool:
         if package in self.without:

@@ -65,13 +65,13 @@ def nvidia_driver() -> str | None:
 
 
 def nvml_facts() -> dict[str, Any]:
-    """What NVML says about every GPU (carbonbench.meters.nvml.describe_system), read
-    without torch: the energy counter, instantaneous power, limits, clocks, MIG mode."""
+    """What NVML says about every GPU (carbonbench.meters.nvml_facts), read without
+    torch: the energy counter, instantaneous power, limits, clocks, MIG mode."""
     try:
-        from carbonbench.meters import nvml
+        from carbonbench.meters import nvml_facts  # pynvml: only when asked, and a missing one is said
     except ImportError as exc:  # nvidia-ml-py missing: a broken install, said as such
         return {"available": False, "reason": f"pynvml cannot be imported ({exc}): pip install nvidia-ml-py"}
-    return nvml.describe_system()
+    return nvml_facts.describe_system()
 
 
 def collect(device: torch.device | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from carbonbench.cli import cli
-from carbonbench.meters import nvml
+from carbonbench.meters import nvml, nvml_facts
 from carbonbench.meters.nvml import NvmlMeter
 from conftest import ROOT
 from test_meters_nvml import FakeGpu, make_fake_nvml
@@ -276,7 +276,7 @@ def test_carbonbench_imports_and_runs_without_codecarbon_and_plotly(tmp_path):
 def test_describe_system_reports_what_nvml_offers_and_what_it_refused(monkeypatch):
     gpus = [FakeGpu("GPU-aaaa1111-0000"), FakeGpu("GPU-bbbb2222-0000", counter=False, instant=False)]
     monkeypatch.setattr(nvml, "pynvml", make_fake_nvml(gpus))
-    facts = nvml.describe_system()
+    facts = nvml_facts.describe_system()
     assert facts["available"] and facts["driver_version"] == "550.54.15"
     first, second = facts["devices"]
     assert first["name"] == "NVIDIA H100 80GB HBM3" and first["architecture"] == "Hopper"
@@ -294,7 +294,7 @@ def test_describe_system_without_a_driver_says_why(monkeypatch):
     import pynvml as real
 
     monkeypatch.setattr(nvml, "pynvml", make_fake_nvml([], init_error=real.NVMLError_LibraryNotFound))
-    facts = nvml.describe_system()
+    facts = nvml_facts.describe_system()
     assert facts == {"available": False, "reason": facts["reason"]} and "libnvidia-ml.so.1" in facts["reason"]
 
 

@@ -317,7 +317,7 @@ def test_describe_says_what_each_gpu_is_and_how_it_is_measured(fake):
     ],
 )
 def test_nvml_errors_become_the_projects_own(fake, theirs, ours, words):
-    error = nvml.map_error(theirs(), "reading the power of gpu0")
+    error = nvml.map_error(theirs(), "reading the power of gpu0", nvml.pynvml)
     assert type(error) is ours and isinstance(error, MeterError)
     assert "reading the power of gpu0" in str(error) and words in str(error)
     assert isinstance(error.__cause__, theirs)

@@ -24,63 +24,21 @@ from typing import Any, Optional, Sequence
 
 import pynvml
 
-from carbonbench.errors import MeterError
 from carbonbench.meters.base import ComponentEnergy
-from carbonbench.meters.sampler import SampledMeter
-
-
-class NvmlError(MeterError):
-    """NVML failed; ``__cause__`` holds pynvml's exception."""
-
-    fatal = False  # a fatal error stops the sampler at once instead of being retried
-
-
-class NVMLNotSupported(NvmlError):
-    """The GPU or driver does not offer what was asked (e.g. the energy counter)."""
-
-
-class NVMLNoPermission(NvmlError):
-    """The driver refused the query for lack of privileges."""
-
-
-class GPULost(NvmlError):
-    """The GPU stopped responding (fell off the bus, Xid error); it needs a reset."""
-
-    fatal = True
-
-
-class DriverNotLoaded(NvmlError):
-    """No usable NVIDIA driver: not loaded, libnvidia-ml missing, or version mismatch."""
-
-    fatal = True
-
-
-# pynvml exception class name -> (our class, what the user should know)
-_ERRORS = (
-    ("NVMLError_NotSupported", NVMLNotSupported, "not supported by this GPU or driver"),
-    ("NVMLError_NoPermission", NVMLNoPermission, "permission denied by the NVIDIA driver"),
-    ("NVMLError_GpuIsLost", GPULost, "the GPU is lost (fell off the bus or hung); it needs a reset or a reboot"),
-    ("NVMLError_ResetRequired", GPULost, "the GPU needs a reset before it can be used again"),
-    ("NVMLError_DriverNotLoaded", DriverNotLoaded, "the NVIDIA driver is not loaded"),
-    ("NVMLError_LibraryNotFound", DriverNotLoaded, "libnvidia-ml.so.1 was not found: is the NVIDIA driver installed?"),
-    ("NVMLError_LibRmVersionMismatch", DriverNotLoaded, "the NVML library and the kernel driver versions differ: reboot or reload the driver"),
+from carbonbench.meters.nvml_names import (  # noqa: F401  (the meter's errors, importable from here)
+    ARCH_NAMES,
+    VALUE_MEMBERS,
+    DriverNotLoaded,
+    GPULost,
+    NvmlError,
+    NVMLNoPermission,
+    NVMLNotSupported,
+    map_error,
 )
+from carbonbench.meters.sampler import SampledMeter
 
 _init_lock = threading.Lock()
 _initialised_module: Any = None  # the pynvml module (or test fake) that nvmlInit succeeded on
-
-
-def map_error(exc: BaseException, what: str) -> MeterError:
-    """pynvml's exception as one of ours, with what was being done and what it means."""
-    for class_name, ours, meaning in _ERRORS:
-        cls = getattr(pynvml, class_name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
-            error = ours(f"NVML: {what}: {meaning} ({exc})")
-            break
-    else:
-        error = NvmlError(f"NVML: {what}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 def call(what: str, fn: str, *args):
@@ -88,7 +46,7 @@ def call(what: str, fn: str, *args):
     try:
         return getattr(pynvml, fn)(*args)
     except pynvml.NVMLError as exc:
-        raise map_error(exc, what) from exc
+        raise map_error(exc, what, pynvml) from exc
 
 
 def init() -> None:
@@ -143,7 +101,7 @@ def visible_devices(cuda_visible_devices: Optional[str] = None) -> list[int]:
                 break
         else:
             if uuids is None:
-                uuids = [_bare_uuid(_text(call("reading GPU UUID", "nvmlDeviceGetUUID", _handle(i)))) for i in range(count)]
+                uuids = [_bare_uuid(_text(call("reading GPU UUID", "nvmlDeviceGetUUID", device_handle(i)))) for i in range(count)]
             prefix = _bare_uuid(token)
             matches = [i for i, u in enumerate(uuids) if u.startswith(prefix)]
             if len(matches) != 1:
@@ -155,7 +113,7 @@ def visible_devices(cuda_visible_devices: Optional[str] = None) -> list[int]:
     return chosen
 
 
-def _handle(index: int):
+def device_handle(index: int):
     return call(f"opening GPU {index}", "nvmlDeviceGetHandleByIndex", index)
 
 
@@ -207,19 +165,6 @@ class Gpu:
         }
 
 
-_ARCH_NAMES = {
-    "NVML_DEVICE_ARCH_KEPLER": "Kepler",
-    "NVML_DEVICE_ARCH_MAXWELL": "Maxwell",
-    "NVML_DEVICE_ARCH_PASCAL": "Pascal",
-    "NVML_DEVICE_ARCH_VOLTA": "Volta",
-    "NVML_DEVICE_ARCH_TURING": "Turing",
-    "NVML_DEVICE_ARCH_AMPERE": "Ampere",
-    "NVML_DEVICE_ARCH_ADA": "Ada",
-    "NVML_DEVICE_ARCH_HOPPER": "Hopper",
-    "NVML_DEVICE_ARCH_BLACKWELL": "Blackwell",
-}
-
-
 class NvmlMeter(SampledMeter):
     """Energy of NVIDIA GPUs: counter deltas where available, else integrated power.
 
@@ -247,7 +192,7 @@ class NvmlMeter(SampledMeter):
             ]
         else:
             chosen = visible_devices() if indices is None else list(indices)
-            handles = [(i, _handle(i)) for i in chosen]
+            handles = [(i, device_handle(i)) for i in chosen]
         if not handles:
             raise NVMLNotSupported("NVML: no GPU is visible (CUDA_VISIBLE_DEVICES is empty or names no GPU)")
         self.gpus = [self._probe(f"gpu{k}", index, handle) for k, (index, handle) in enumerate(handles)]
@@ -271,7 +216,7 @@ class NvmlMeter(SampledMeter):
         arch_code = self._optional(lambda: pynvml.nvmlDeviceGetArchitecture(handle))
         volta = getattr(pynvml, "NVML_DEVICE_ARCH_VOLTA", 5)
         arch = next(
-            (label for const, label in _ARCH_NAMES.items() if getattr(pynvml, const, None) == arch_code),
+            (label for const, label in ARCH_NAMES.items() if getattr(pynvml, const, None) == arch_code),
             "unknown" if arch_code is None else f"code {arch_code}",
         )
         # Trust the counter only where a read succeeds: some virtualised GPUs report
@@ -294,14 +239,14 @@ class NvmlMeter(SampledMeter):
                     ) from None
                 power_field = "none"  # the counter still measures; only the timeline is lost
         limit = self._optional(lambda: pynvml.nvmlDeviceGetPowerManagementLimit(handle))
-        enforced = _optional_call("nvmlDeviceGetEnforcedPowerLimit", handle)
+        enforced = optional_call("nvmlDeviceGetEnforcedPowerLimit", handle)
         return Gpu(
             component, handle, index, uuid, name, arch, has_counter, power_field,
             limit / 1000.0 if limit is not None else None,
             enforced_power_limit_w=enforced / 1000.0 if enforced is not None else None,
-            max_sm_clock_mhz=_optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_SM", 1)),
-            max_mem_clock_mhz=_optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_MEM", 2)),
-            mig_mode=_mig_mode(handle),
+            max_sm_clock_mhz=optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_SM", 1)),
+            max_mem_clock_mhz=optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_MEM", 2)),
+            mig_mode=mig_mode(handle),
         )
 
     @staticmethod
@@ -358,7 +303,7 @@ class NvmlMeter(SampledMeter):
                 try:
                     value = read()
                 except pynvml.NVMLError as exc:
-                    mapped = map_error(exc, f"reading {key} of {gpu.component}")
+                    mapped = map_error(exc, f"reading {key} of {gpu.component}", pynvml)
                     if mapped.fatal:
                         raise mapped from exc
                     gpu.unsupported.add(key)  # ask once; a refused field stays refused
@@ -403,27 +348,16 @@ class NvmlMeter(SampledMeter):
         }
 
 
-_VALUE_MEMBERS = {
-    "NVML_VALUE_TYPE_DOUBLE": "dVal",
-    "NVML_VALUE_TYPE_UNSIGNED_INT": "uiVal",
-    "NVML_VALUE_TYPE_UNSIGNED_LONG": "ulVal",
-    "NVML_VALUE_TYPE_UNSIGNED_LONG_LONG": "ullVal",
-    "NVML_VALUE_TYPE_SIGNED_LONG_LONG": "sllVal",
-    "NVML_VALUE_TYPE_SIGNED_INT": "siVal",
-    "NVML_VALUE_TYPE_UNSIGNED_SHORT": "usVal",
-}
-
-
 def _field_number(value) -> float:
     """The number in an nvmlFieldValue_t, read through the union member its type names."""
-    for const, member in _VALUE_MEMBERS.items():
+    for const, member in VALUE_MEMBERS.items():
         if getattr(pynvml, const, None) == value.valueType:
             return float(getattr(value.value, member))
     return float(value.value.uiVal)  # the power fields are unsigned ints (mW)
 
 
 # -- what NVML offers, for `carbonbench env` -------------------------------------------
-def _optional_call(fn: str, *args, refused: Optional[list] = None):
+def optional_call(fn: str, *args, refused: Optional[list] = None):
     """``pynvml.<fn>(*args)``, or None where the GPU, the driver or this pynvml lacks it.
 
     Used for facts that are recorded, never for measurements: a refusal is noted in
@@ -442,100 +376,17 @@ def _optional_call(fn: str, *args, refused: Optional[list] = None):
         return None
 
 
-def _mig_mode(handle, refused: Optional[list] = None) -> Optional[str]:
-    modes = _optional_call("nvmlDeviceGetMigMode", handle, refused=refused)
+def mig_mode(handle, refused: Optional[list] = None) -> Optional[str]:
+    modes = optional_call("nvmlDeviceGetMigMode", handle, refused=refused)
     if not modes:
         return None
     current = modes[0] if isinstance(modes, (list, tuple)) else modes
     return "enabled" if current == getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1) else "disabled"
 
 
-def _optional_text(value) -> Optional[str]:
+def optional_text(value) -> Optional[str]:
     return _text(value) if value is not None else None
 
 
-def _mw_to_w(value) -> Optional[float]:
+def mw_to_w(value) -> Optional[float]:
     return value / 1000.0 if isinstance(value, (int, float)) else None
-
-
-def describe_system() -> dict[str, Any]:
-    """Every GPU NVML sees, with the features carbonbench's measurements depend on.
-
-    Whether the energy counter answers, whether the instantaneous power field exists
-    (else power is a 1 s average on Ampere and later), the power limits, clocks, MIG
-    mode and the driver. Independent of torch: it works where CUDA is broken, which is
-    when these facts matter most. Never raises: no driver gives ``available: False``
-    with the reason.
-    """
-    try:
-        init()
-        count = call("counting GPUs", "nvmlDeviceGetCount")
-    except MeterError as exc:
-        return {"available": False, "reason": str(exc)}
-    cuda_driver = _optional_call("nvmlSystemGetCudaDriverVersion")
-    facts: dict[str, Any] = {
-        "available": True,
-        "driver_version": _optional_text(_optional_call("nvmlSystemGetDriverVersion")),
-        "nvml_version": _optional_text(_optional_call("nvmlSystemGetNVMLVersion")),
-        "cuda_driver_version": f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}" if isinstance(cuda_driver, int) else None,
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "devices": [],
-    }
-    for index in range(count):
-        try:
-            handle = _handle(index)
-        except MeterError as exc:
-            facts["devices"].append({"nvml_index": index, "error": str(exc)})
-            continue
-        facts["devices"].append(_device_facts(index, handle))
-    return facts
-
-
-def _device_facts(index: int, handle) -> dict[str, Any]:
-    refused: list[str] = []
-
-    def read(fn, *args):
-        return _optional_call(fn, handle, *args, refused=refused)
-
-    arch_code = read("nvmlDeviceGetArchitecture")
-    arch = next((label for const, label in _ARCH_NAMES.items() if getattr(pynvml, const, None) == arch_code),
-                None if arch_code is None else f"code {arch_code}")
-    energy_mj = read("nvmlDeviceGetTotalEnergyConsumption")
-    try:
-        instant_mw = NvmlMeter._instant_power_mw(handle)
-    except AttributeError:  # a pynvml without field values
-        instant_mw = None
-    constraints = read("nvmlDeviceGetPowerManagementLimitConstraints")
-    clock_sm, clock_mem = getattr(pynvml, "NVML_CLOCK_SM", 1), getattr(pynvml, "NVML_CLOCK_MEM", 2)
-    memory = read("nvmlDeviceGetMemoryInfo")
-    capability = read("nvmlDeviceGetCudaComputeCapability")
-    reasons = read("nvmlDeviceGetCurrentClocksEventReasons")
-    return {
-        "nvml_index": index,
-        "name": _optional_text(read("nvmlDeviceGetName")),
-        "uuid": _optional_text(read("nvmlDeviceGetUUID")),
-        "architecture": arch,
-        "compute_capability": f"{capability[0]}.{capability[1]}" if isinstance(capability, (list, tuple)) else None,
-        "energy_counter": energy_mj is not None,
-        "energy_counter_mj": energy_mj,
-        "power_instant_field": instant_mw is not None,
-        "power_instant_w": _mw_to_w(instant_mw),
-        "power_usage_w": _mw_to_w(read("nvmlDeviceGetPowerUsage")),
-        "power_limit_w": _mw_to_w(read("nvmlDeviceGetPowerManagementLimit")),
-        "power_limit_default_w": _mw_to_w(read("nvmlDeviceGetPowerManagementDefaultLimit")),
-        "power_limit_min_w": _mw_to_w(constraints[0]) if isinstance(constraints, (list, tuple)) else None,
-        "power_limit_max_w": _mw_to_w(constraints[1]) if isinstance(constraints, (list, tuple)) else None,
-        "enforced_power_limit_w": _mw_to_w(read("nvmlDeviceGetEnforcedPowerLimit")),
-        "sm_clock_mhz": read("nvmlDeviceGetClockInfo", clock_sm),
-        "mem_clock_mhz": read("nvmlDeviceGetClockInfo", clock_mem),
-        "max_sm_clock_mhz": read("nvmlDeviceGetMaxClockInfo", clock_sm),
-        "max_mem_clock_mhz": read("nvmlDeviceGetMaxClockInfo", clock_mem),
-        "clocks_event_reasons": reasons,
-        "performance_state": read("nvmlDeviceGetPerformanceState"),
-        "temperature_c": read("nvmlDeviceGetTemperature", getattr(pynvml, "NVML_TEMPERATURE_GPU", 0)),
-        "memory_total_bytes": getattr(memory, "total", None),
-        "memory_used_bytes": getattr(memory, "used", None),
-        "mig_mode": _mig_mode(handle, refused),
-        "persistence_mode": read("nvmlDeviceGetPersistenceMode"),
-        "refused": refused,
-    }
