@@ -106,8 +106,13 @@ def deferred() -> Iterator[None]:
 
 
 def phase(name: str, environ=os.environ) -> None:
-    """A phase boundary: a signal that some library swallowed is raised here again; with
+    """A phase boundary: our handlers are put back should a library have replaced them,
+    a signal that some library swallowed is raised here again; with
     CARBONBENCH_PAUSE_AT=name, the first time, wait here for a signal (the test hook)."""
+    if _State.depth and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:  # a library (a compiler, a launcher) may have put its own in place
+            if signal.getsignal(s) is not _handler:
+                signal.signal(s, _handler)
     if environ.get(PAUSE_ENV) == name and name not in _State.paused:
         _State.paused.add(name)
         sys.stderr.write(f"carbonbench: paused at {name}\n")

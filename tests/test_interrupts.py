@@ -118,3 +118,12 @@ def test_outside_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+def test_a_handler_a_library_put_in_place_is_replaced_at_the_next_phase():
+    with pytest.raises(Interrupted) as info:
+        with interrupts():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a compiler or launcher might
+            phase("model-build")
+            kill_self()
+    assert info.value.exit_code == 143
