@@ -51,6 +51,10 @@ class ModelSlot:
         param_dtype = self.dtype if point.workload == "train" and self.dtype != torch.float32 else None
         return build_model(self.entry.card, layout, self.job, dtype, self.seed, param_dtype)
 
+    def params(self) -> int:
+        """Parameters of the whole model, also when it is sharded over ranks."""
+        return sum(t.numel() for t in self.model.parameters())
+
     def free(self) -> None:
         self.model, self._holds = None, None
         free_memory(self.job.device)

@@ -6,7 +6,9 @@ damaged file is refused here, by file and key path, never with a TypeError later
 Keys this version does not know are kept in ``extra`` and written back unchanged, so
 a file passes through any reader intact.
 
-Schema versions: 1 is the only layout so far (docs/results.md).
+Schema versions (docs/results.md): 1 holds every point inside the run file; 2, while a
+run is going on or after it was killed, holds only some and journals the rest beside it
+(``<run-id>.points.jsonl``), which carbonbench.runfile.read_run merges in.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from carbonbench.plain import BOOL, LIST, MAPPING, NUMBER, STRING, Damaged, Reco
 from carbonbench.scenario import Point
 
 SCHEMA = "carbonbench.run"
-SCHEMA_VERSION = 1
-READABLE_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 # What identifies a point within a run (the fields of scenario.Point) and, with the run
 # and how it ran, across runs: the one definition behind every grouping of result rows.

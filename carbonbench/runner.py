@@ -2,8 +2,8 @@
 
 What each step needs lives beside it: the run file (carbonbench.runfile), the meters,
 sidecar and timeline (carbonbench.session), warm-up and windows (carbonbench.windows),
-the model (carbonbench.model_slot) and the prompts (carbonbench.inputs). The run file is
-rewritten after every point, so a crash or Ctrl-C loses at most the point in progress.
+the model (carbonbench.model_slot) and the prompts (carbonbench.inputs), Ctrl-C and
+SIGTERM at every ``phase()`` (carbonbench.interrupts). A crash loses at most one point.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from carbonbench.engines import make_engine
 from carbonbench.errors import ModelTooLargeError
 from carbonbench.forecast import sweep_forecast
 from carbonbench.inputs import check_inputs, point_inputs, tokenizer_for
+from carbonbench.interrupts import Interrupted, deferred, interrupts, pending, phase
 from carbonbench.meters.base import MeterSet
 from carbonbench.meters.select import build_meter_set
 from carbonbench.model_slot import ModelSlot
 from carbonbench.records import DeviceRecord, PointRecord, RunRecord
 from carbonbench.runfile import RunFile, fingerprint, new_run
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
-from carbonbench.session import Interrupted, Session, interrupts, make_sidecar
+from carbonbench.session import Session, make_sidecar
 from carbonbench.timeline import TimelineFile
 from carbonbench.windows import PeakMemory, failure, free_memory, measure_window, sync_fn, warm_up
 from carbonbench.workloads import make_workload
@@ -39,6 +40,7 @@ class RunOutcome:
     path: Path
     run: RunRecord
     skipped: int = 0
+    unsaved: Optional[str] = None  # the closing write failed: where the points are instead
 
     @property
     def failed(self) -> int:
@@ -64,7 +66,7 @@ class Runner:
         self.job: Job = dist or Single(environment.resolve_device(device or scenario.device))
         self.device = self.job.device
         self.dtype = environment.resolve_dtype(scenario.dtype, self.device)
-        self._meters = meters
+        self._meters, self.run_file = meters, None
         self.points = expand(self.scenario)
         check_inputs(self.scenario)  # before anything is written to out_dir
         # How each point spreads over the ranks (all "single" on one process).
@@ -74,24 +76,17 @@ class Runner:
     def run(self) -> RunOutcome:
         m = self.scenario.measurement
         with interrupts():
-            run_file = self._open_run_file()
-            done = self.job.broadcast(run_file.record.done_keys)  # rank 0's file decides
-            run_file.record.points = [p for p in run_file.record.points if p.key in done]
-            todo = [p for p in self.points if p.key not in done]
-            if self.resume:
-                self.hooks.log(f"resume: {len(self.points) - len(todo)} of {len(self.points)} points already "
-                               f"measured in {run_file.path.name}, skipped")
-            if todo:
-                self.hooks.log(sweep_forecast(self.scenario, todo, self.device, self.dtype).message)
-            status = "failed"
+            run_file, status, todo = None, "failed", self.points
             try:
+                with deferred():  # the run file opened and known here, or neither
+                    run_file = self.run_file = self._open_run_file()
+                todo = self._todo(run_file)
                 with self._session(run_file) as session:
                     if self.job.broadcast(run_file.record.idle is None and m.idle_baseline_s > 0):
                         self.hooks.log(f"measuring idle power for {m.idle_baseline_s:g} s")
                         run_file.record.idle = session.idle(m.idle_baseline_s)
                         session.spool()
-                    run_file.record.status = "running"
-                    run_file.save()
+                    run_file.save(status="running")
                     for entry, points in self.scenario.by_model(todo):
                         self._run_model(entry, points, run_file, session)
                     session.spool()  # the last samples, every rank's (a collective)
@@ -103,8 +98,20 @@ class Runner:
                 run_file.warn(str(exc))
                 raise
             finally:
-                run_file.close(status)
-        return RunOutcome(run_file.path, run_file.record, len(self.points) - len(todo))
+                if run_file is not None:
+                    run_file.close(status)  # "interrupted" if a signal came; one during it waits for it
+        return RunOutcome(run_file.path, run_file.record, len(self.points) - len(todo), run_file.unsaved)
+
+    def _todo(self, run_file: RunFile) -> list[Point]:
+        done = self.job.broadcast(run_file.record.done_keys)  # rank 0's file decides
+        run_file.record.points = [p for p in run_file.record.points if p.key in done]
+        todo = [p for p in self.points if p.key not in done]
+        if self.resume:
+            self.hooks.log(f"resume: {len(self.points) - len(todo)} of {len(self.points)} points already "
+                           f"measured in {run_file.path.name}, skipped")
+        if todo:
+            self.hooks.log(sweep_forecast(self.scenario, todo, self.device, self.dtype).message)
+        return todo
 
     def _open_run_file(self) -> RunFile:
         env = environment.collect(self.device)
@@ -129,35 +136,31 @@ class Runner:
                        make_sidecar(self.scenario, self.out_dir, self.job), timeline)
 
     def _run_model(self, entry: ModelEntry, points: list[Point], run_file: RunFile, session: Session) -> None:
-        # The engine (native or transformers) loads the model and runs every workload's
-        # operations; the run records its name and the options in effect on this device.
+        # The engine (native, transformers) runs every workload; the run records its options here.
         engine = make_engine(self.scenario.engine, self.device)
         run_file.record.engine = engine.describe()
-        for note in engine.notes:
+        for note in engine.notes:  # said once each in the run file
             run_file.warn(note)
-        slot = ModelSlot(engine, entry, self.job, self.dtype, self.scenario.seed)
-        tokenizer = tokenizer_for(entry)
+        slot, tokenizer = ModelSlot(engine, entry, self.job, self.dtype, self.scenario.seed), tokenizer_for(entry)
         for point in ModelSlot.order(points, self.layouts):
             layout = self.layouts[point.key]
+            phase("model-build")
             try:
                 model = slot.model_for(point, layout)
             except ModelTooLargeError as exc:
                 self._record(point, PointRecord.start(point, status="oom", error=str(exc)), run_file, session)
                 continue
             record = self._measure_point(point, model, engine, tokenizer, session, run_file)
-            record.params = sum(t.numel() for t in model.parameters())  # whole model, also when sharded
-            record.weights = entry.weights(self.scenario.seed)
+            record.params, record.weights = slot.params(), entry.weights(self.scenario.seed)
             record.parallel = self.job.describe_layout(layout, point.batch_size)
             self._record(point, record, run_file, session)
-            if self.scenario.measurement.cooldown_s:
-                time.sleep(self.scenario.measurement.cooldown_s)
+            time.sleep(self.scenario.measurement.cooldown_s)
         slot.free()
 
     def _measure_point(self, point: Point, model, engine, tokenizer, session: Session,
                        run_file: RunFile) -> PointRecord:
         m, sync, layout = self.scenario.measurement, sync_fn(self.device), self.layouts[point.key]
-        record = PointRecord.start(point)
-        record.started_unix_s = time.time()
+        record = PointRecord.start(point, started_unix_s=time.time())
         memory, workload = PeakMemory(self.device), None
         memory.reset()
         try:
@@ -167,6 +170,7 @@ class Runner:
                                      self.dtype, replicas=layout.dp)
             record.tokens_per_step, record.flops_per_step = workload.tokens_per_step, workload.flops_per_step
             record.model_flops_per_step = workload.model_flops_per_step
+            phase("warm-up")
             record.warmup = warm_up(workload, m, sync, self.job)
             for i in range(m.repeats):
                 record.repeats.append(measure_window(workload, point.key, i, session, m, sync, self.job,
@@ -174,7 +178,7 @@ class Runner:
                 if self.job.spools_per_window:
                     session.spool()
         except BaseException as exc:
-            failed = failure(exc)
+            failed = None if pending() else failure(exc)  # a signal that torch wrapped is still a signal
             if failed is None:
                 raise
             record.status, record.error = failed
@@ -192,3 +196,4 @@ class Runner:
         run_file.add_point(record)
         session.spool()
         self.hooks.point_done(point, record)
+        phase("between-points")

@@ -1,5 +1,6 @@
 """Everything that measures a run, opened together and always closed: meters, the
-codecarbon sidecar, the power timeline, and the handling of SIGTERM.
+codecarbon sidecar and the power timeline (Ctrl-C and SIGTERM: carbonbench.interrupts,
+whose ``Interrupted`` and ``interrupts()`` are also importable from here).
 
 ``with Session(...) as session:`` starts the meters and the sidecar; leaving the block,
 however it is left, stops them, records codecarbon's run total and every warning in the
@@ -10,40 +11,19 @@ run file, and moves the last power samples to the timeline file. Inside, windows
 from __future__ import annotations
 
 import contextlib
-import signal
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from carbonbench.distributed.context import Job
 from carbonbench.errors import MeterError
+from carbonbench.interrupts import Interrupted, interrupts, phase
 from carbonbench.meters.base import Measurement, MeterSet
 from carbonbench.meters.idle import IdleBaseline, measure_idle
 from carbonbench.runfile import RunFile
 from carbonbench.timeline import TimelineFile
 
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM: the run stops, keeps what it measured, and exits 128 + signal."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.exit_code = 128 + signum
-
-
-def _raise_interrupt(signum, frame):
-    raise Interrupted(signum)
-
-
-@contextlib.contextmanager
-def interrupts() -> Iterator[None]:
-    """SIGTERM raises Interrupted here, as Ctrl-C raises KeyboardInterrupt; both end as Interrupted."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+__all__ = ["Interrupted", "NoSidecar", "Session", "SessionWindow", "interrupts", "make_sidecar"]
+IDLE_LABEL = "idle"
 
 
 @dataclass
@@ -123,6 +103,7 @@ class Session:
         self.job.mark(label)
         self.job.barrier()
         with self.meters.window(label) as w:
+            phase("idle" if label == IDLE_LABEL else "window")
             yield handle
         handle.measurement, handle.detail = self.job.combine(w.measurement, handle.extra)
         if span and self.timeline is not None:
@@ -130,7 +111,7 @@ class Session:
             self.timeline.spans.add(m.start_unix_s, m.start_unix_s + m.duration_s, label)
 
     def idle(self, seconds: float) -> IdleBaseline:
-        return measure_idle(self, seconds, label="idle")
+        return measure_idle(self, seconds, label=IDLE_LABEL)
 
     def begin_task(self, label: str) -> None:
         self.sidecar.begin_point(label)

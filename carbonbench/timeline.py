@@ -6,8 +6,9 @@ point's samples to this file as soon as the point is recorded and the meters for
 them (``MeterSet.drain_timeline``). The columns are fixed, so appends never need to
 rewrite the header; a row leaves empty what its meter does not read.
 
-Each append is one write, flushed and synced. A process killed in the middle of one
-can leave a partial last line: resuming cuts it off, and readers skip it.
+Each append is one write, synced (carbonbench.files.append_bytes: a failed one is cut
+back off). A process killed in the middle of one can leave a partial last line:
+resuming cuts it off, and readers skip it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from __future__ import annotations
 import bisect
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from carbonbench.errors import ResultsError
-from carbonbench.files import atomic_write_text
+from carbonbench.files import append_bytes, atomic_write_text
 from carbonbench.meters.sampler import TIMELINE_COLUMNS
 
 # rank: which process took the sample (torchrun); window: "<point key>#r<repeat>" or "".
@@ -68,11 +68,7 @@ class TimelineFile:
     def append(self, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        text = _csv_text(self.spans.label(rows), header=False)
-        with self.path.open("a", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        append_bytes(self.path, _csv_text(self.spans.label(rows), header=False).encode("utf-8"))
         self.rows_written += len(rows)
 
     def _repair(self) -> None:

@@ -42,7 +42,7 @@ RESULTS = {
     "scenario_not_mapping.json": "key 'scenario' is missing or has the wrong type",
     "scenario_unknown_key.json": "(recorded scenario): modles: unknown key (did you mean 'models'?)",
     "scenario_unknown_model.json": "unknown model card 'opt-9000b'",
-    "schema_version_2.json": "schema_version 2 is not supported",
+    "schema_version_3.json": "schema_version 3 is not supported",
     "schema_version_string.json": "schema_version '1' is not supported",
     "top_level_list.json": "not a carbonbench result file",
     "trailing_garbage.json": "not valid JSON (truncated or corrupted?) at line 2: Extra data",
@@ -375,7 +375,7 @@ def test_bad_result_file_rerun(name, tmp_path):
 
 @pytest.fixture(scope="module")
 def good_result(tmp_path_factory) -> Path:
-    run = json.loads((DATA / "bad_results" / "schema_version_2.json").read_text())
+    run = json.loads((DATA / "bad_results" / "schema_version_3.json").read_text())
     run["schema_version"] = 1
     path = tmp_path_factory.mktemp("good") / "good.json"
     path.write_text(json.dumps(run))

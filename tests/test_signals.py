@@ -1,9 +1,15 @@
-"""Ctrl-C and SIGTERM on a real `carbonbench run` process, then --resume.
+"""Ctrl-C and SIGTERM at every phase of a real `carbonbench run` process, then --resume.
 
-The run is started as a subprocess; once its run file shows a finished point, it gets
-the signal. It must exit 130 (SIGINT) or 143 (SIGTERM), keep the finished points in a
-run file marked "interrupted" with its power timeline, and leave no temporary files.
-Resuming must then give the same set of points as a run that was never interrupted.
+Each run is a process started with ``CARBONBENCH_PAUSE_AT=PHASE`` (carbonbench.interrupts):
+it prints ``carbonbench: paused at PHASE`` there and waits, and the test sends the signal
+when it sees that line, so every phase is hit deterministically, with no sleeps. The
+runs are forked from a process that imported torch already (tests/forked_cli.py), but
+the startup phase, which comes before those imports, gets a plain subprocess.
+
+Whatever the phase, the run must exit 130 (SIGINT) or 143 (SIGTERM) without a
+traceback; once a run file exists it must be valid, marked "interrupted", hold the
+points finished so far, and leave no journal, lock or temporary file behind. Resuming
+must then end with the same points as a run that was never interrupted, each once.
 """
 
 from __future__ import annotations
@@ -13,139 +19,143 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from carbonbench.cli import cli
+from carbonbench.runfile import read_run
 from conftest import ROOT
+from forked_cli import Launcher, Run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-SCENARIO = (  # four short points (about 0.5 s each), so a signal after the first lands mid-sweep
+SCENARIO = (  # two short points, so that a signal between them lands mid-sweep
     "name: signals\n"
     "models: [opt-tiny]\n"
     "batch_sizes: [2]\n"
     "workloads:\n"
-    "  prefill: {prompt_tokens: [8, 16, 32]}\n"
-    "  decode: {prompt_tokens: [8], new_tokens: [4]}\n"
-    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.2, repeats: 2, sample_interval_s: 0.02,"
-    " idle_baseline_s: 0.1, codecarbon: false}\n"
+    "  prefill: {prompt_tokens: [8]}\n"
+    "  decode: {prompt_tokens: [8], new_tokens: [2]}\n"
+    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
+    " idle_baseline_s: 0.05, codecarbon: false}\n"
 )
-START_TIMEOUT_S = 90  # importing torch on a busy machine can be slow
-EXIT_TIMEOUT_S = 60
+SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
+# Each phase, in the order a run meets them, and the points finished when it is reached
+# (None: no run file exists yet).
+PHASES = {"startup": None, "idle": 0, "model-build": 0, "warm-up": 0, "window": 0, "between-points": 1,
+          "closing": 2}
+CELLS = [(phase, name) for phase in PHASES for name in SIGNALS]
+TIMEOUT_S = 240  # a dozen runs at once on a busy machine
 
 
 @pytest.fixture(scope="module")
-def scenario_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("signals") / "signals.yaml"
-    path.write_text(SCENARIO)
+def workdir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("signals")
+    (path / "signals.yaml").write_text(SCENARIO)
     return path
 
 
+@pytest.fixture(scope="module")
+def launcher(workdir) -> Launcher:
+    return Launcher(workdir)
+
+
+def run_args(workdir: Path, out: Path, *extra: str) -> list[str]:
+    return ["run", str(workdir / "signals.yaml"), "--out", str(out), "--device", "cpu", *extra]
+
+
+def start_subprocess(args: list[str], stderr_path: Path, **env: str) -> Run:
+    """A plain `python -m carbonbench` process, for what happens before its imports."""
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carbonbench", *args], stdout=subprocess.DEVNULL, stderr=stderr,
+            env={**os.environ, "CARBONBENCH_MODEL_DIR": str(ROOT / "model"), "PYTHONPATH": str(ROOT), **env},
+            # A shell may start background jobs with SIGINT ignored; Python then installs no handler.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    return Run(proc, stderr_path)
+
+
 def run_files(out: Path) -> list[Path]:
-    return [f for f in out.glob("*.json") if not f.name.startswith(".")]
+    return sorted(f for f in out.glob("*.json") if not f.name.startswith(".")) if out.exists() else []
 
 
-def first_point_done(out: Path) -> bool:
-    for f in run_files(out):
-        try:
-            run = json.loads(f.read_text())  # written atomically: never half a file
-        except (OSError, json.JSONDecodeError):
-            continue
-        if run.get("points"):
-            return True
-    return False
+def leftovers(out: Path) -> list[str]:
+    """Temporary files, locks, journals: a run that closed properly leaves none."""
+    return [f.name for f in out.iterdir() if f.name.startswith(".") or f.suffix in (".lock", ".jsonl")]
 
 
-SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
-
-
-def uninterrupted_run(scenario_file: Path, out: Path) -> set[str]:
-    result = CliRunner().invoke(cli, ["run", str(scenario_file), "--out", str(out), "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    (run_file,) = out.glob("*.json")
-    run = json.loads(run_file.read_text())
-    assert run["status"] == "complete"
-    return {p["key"] for p in run["points"]}
-
-
-def signal_after_first_point(procs: dict, errors: list) -> None:
-    """Runs in a thread: signal each process as soon as its run file holds a point."""
-    waiting = set(procs)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while waiting and time.monotonic() < deadline:
-        for name in sorted(waiting):
-            out, proc = procs[name]
-            if proc.poll() is not None:
-                errors.append(f"{name}: the run ended (status {proc.returncode}) before it could be interrupted")
-                waiting.discard(name)
-            elif first_point_done(out):
-                proc.send_signal(SIGNALS[name][0])
-                waiting.discard(name)
-        time.sleep(0.05)
-    errors.extend(f"{name}: no point finished within {START_TIMEOUT_S} s" for name in sorted(waiting))
+def snapshot(out: Path):
+    files = run_files(out)
+    if not files:
+        return None
+    (path,) = files
+    return {"path": path, "plain": json.loads(path.read_text()), "read": read_run(path), "left": leftovers(out)}
 
 
 @pytest.fixture(scope="module")
-def runs(scenario_file, tmp_path_factory) -> tuple[dict[str, tuple[Path, int, str]], set[str]]:
-    """Both signalled runs as subprocesses and, meanwhile, an uninterrupted run in this process."""
-    env = {**os.environ, "CARBONBENCH_MODEL_DIR": str(ROOT / "model"), "PYTHONPATH": str(ROOT)}
-    procs = {}
-    for name in SIGNALS:
-        out = tmp_path_factory.mktemp(name) / "out"
-        procs[name] = (out, subprocess.Popen(
-            [sys.executable, "-m", "carbonbench", "run", str(scenario_file), "--out", str(out), "--device", "cpu"],
-            cwd=out.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            # A shell may start background jobs with SIGINT ignored; Python then installs no handler.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        ))
-    errors: list[str] = []
-    watcher = threading.Thread(target=signal_after_first_point, args=(procs, errors), daemon=True)
-    watcher.start()
-    outcome = {}
+def matrix(workdir, launcher):
+    """Every cell: interrupted at its phase, then resumed; and one run never interrupted."""
+    outs = {cell: workdir / "-".join(cell) for cell in CELLS}
+    runs = {}
+    for (phase, name), out in outs.items():
+        args = run_args(workdir, out)
+        if phase == "startup":
+            runs[(phase, name)] = start_subprocess(args, workdir / f"{phase}-{name}.txt", CARBONBENCH_PAUSE_AT=phase)
+        else:
+            runs[(phase, name)] = launcher.start(args, CARBONBENCH_PAUSE_AT=phase)
+    full = launcher.start(run_args(workdir, workdir / "full"))
     try:
-        full = uninterrupted_run(scenario_file, tmp_path_factory.mktemp("full"))
-        watcher.join(START_TIMEOUT_S + 5)
-        for name, (out, proc) in procs.items():
-            _, stderr = proc.communicate(timeout=EXIT_TIMEOUT_S)
-            outcome[name] = (out, proc.returncode, stderr.decode(errors="replace"))
+        for (phase, name), run in runs.items():
+            run.wait_for(f"carbonbench: paused at {phase}", TIMEOUT_S)
+            os.kill(run.pid, SIGNALS[name][0])
+        interrupted = {cell: (run.wait(TIMEOUT_S), run.stderr, snapshot(outs[cell])) for cell, run in runs.items()}
+        assert full.wait(TIMEOUT_S) == 0, full.stderr
+        resumes = {cell: launcher.start(run_args(workdir, outs[cell], "--resume")) for cell in CELLS}
+        resumed = {cell: (run.wait(TIMEOUT_S), run.stderr, snapshot(outs[cell])) for cell, run in resumes.items()}
     finally:
-        for _, proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert not errors, (errors, {name: o[2] for name, o in outcome.items()})
-    return outcome, full
+        for run in [*runs.values(), full]:
+            run.kill()
+    keys = [p.key for p in read_run(run_files(workdir / "full")[0]).points]
+    return interrupted, resumed, keys
 
 
-@pytest.mark.parametrize("name", list(SIGNALS))
-def test_signal_stops_cleanly_and_resume_completes(name, runs, scenario_file):
-    interrupted, uninterrupted_keys = runs
-    out, returncode, stderr = interrupted[name]
+@pytest.mark.parametrize("phase, name", CELLS, ids=[f"{p}-{n}" for p, n in CELLS])
+def test_a_signal_at_any_phase_stops_cleanly_and_resume_completes(phase, name, matrix):
+    interrupted, resumed, uninterrupted_keys = matrix
+    returncode, stderr, state = interrupted[(phase, name)]
     assert returncode == SIGNALS[name][1], stderr
-    assert "Traceback" not in stderr, stderr
-    assert "interrupted" in stderr
+    assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+    assert f"interrupted ({name})" in stderr, stderr
 
-    (run_file,) = run_files(out)
-    run = json.loads(run_file.read_text())
-    assert run["status"] == "interrupted"
-    kept = {p["key"] for p in run["points"]}
-    assert kept and kept < uninterrupted_keys  # some, not all: it was stopped mid-sweep
-    assert all(p["status"] == "ok" and p["repeats"] for p in run["points"])
-    assert (out / run["timeline_file"]).is_file()
-    assert not [f for f in out.rglob(".*")], "temporary files left behind"
+    kept = PHASES[phase]
+    if kept is None:
+        assert state is None and "nothing was measured yet" in stderr
+    else:
+        run = state["plain"]  # the file alone, whole: the closing write holds every point
+        assert run["status"] == "interrupted" and state["read"].status == "interrupted"
+        assert [p["key"] for p in run["points"]] == uninterrupted_keys[:kept]
+        assert all(p["status"] == "ok" and p["repeats"] for p in run["points"])
+        assert (state["path"].parent / run["timeline_file"]).is_file()
+        assert state["left"] == []
 
-    logs = CliRunner().invoke(cli, ["run", str(scenario_file), "--out", str(out), "--device", "cpu", "--resume"])
-    assert logs.exit_code == 0, logs.output
-    assert f"resume: {len(kept)} of {len(uninterrupted_keys)} points already measured" in logs.output
-    (resumed_file,) = run_files(out)
-    assert resumed_file == run_file
-    resumed = json.loads(resumed_file.read_text())
-    assert resumed["status"] == "complete"
-    assert {p["key"] for p in resumed["points"]} == uninterrupted_keys
-    assert len(resumed["points"]) == len(uninterrupted_keys)
-    assert not [f for f in out.rglob(".*")]
+    returncode, stderr, after = resumed[(phase, name)]
+    assert returncode == 0, stderr
+    assert f"resume: {kept or 0} of {len(uninterrupted_keys)} points already measured" in stderr
+    assert state is None or after["path"] == state["path"]  # the same file, continued
+    assert after["plain"]["status"] == "complete"
+    assert [p["key"] for p in after["plain"]["points"]] == uninterrupted_keys  # each once
+    assert after["left"] == []
+
+
+def test_a_second_signal_does_not_cut_the_cleanup_short(workdir, launcher):
+    """Ctrl-C pressed twice: the second only waits for the first's cleanup."""
+    out = workdir / "twice"
+    run = launcher.start(run_args(workdir, out), CARBONBENCH_PAUSE_AT="between-points")
+    run.wait_for("carbonbench: paused at between-points", TIMEOUT_S)
+    os.kill(run.pid, signal.SIGINT)
+    os.kill(run.pid, signal.SIGINT)
+    assert run.wait(TIMEOUT_S) == 130, run.stderr
+    state = snapshot(out)
+    assert state["read"].status == "interrupted" and len(state["read"].points) == 1
+    assert state["left"] == []

@@ -270,7 +270,8 @@ class MeasureSession:
             point.summary = point_summary(point.repeats)
         if self._session is not None:
             self._session.spool()
-        self.run_file.save()
+        # Points gain a repeat per window after they were journalled: the file is written whole.
+        self.run_file.save_all()
         self._last_save, self._dirty = time.monotonic(), False
 
 

@@ -26,6 +26,8 @@ def export(results: tuple[Path, ...], fmt: str | None, out: Path | None, what: s
                carbonbench export results/ --what points -o points.parquet
     """
     from carbonbench import export as ex
+    from carbonbench.errors import UserError
+    from carbonbench.files import WriteError
 
     chosen = ex.output_format(fmt, out)
     with warnings.catch_warnings(record=True) as caught:
@@ -36,5 +38,9 @@ def export(results: tuple[Path, ...], fmt: str | None, out: Path | None, what: s
     if out is None:
         click.echo(df.to_csv(index=False), nl=False)
         return
-    ex.write(df, out, chosen)
+    try:
+        ex.write(df, out, chosen)
+    except WriteError as exc:  # written atomically: nothing half-written is left
+        # Status 2 for a target the user can change (read-only, no permission), 1 for a full disk.
+        raise (UserError if exc.exit_status == 2 else click.ClickException)(str(exc)) from None
     click.echo(f"{what}: {len(df)} written to {out} ({chosen})", err=True)

@@ -25,6 +25,7 @@ def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_
     Example:  carbonbench report results/ -o reports/opt-125m.html
     """
     from carbonbench.errors import UserError
+    from carbonbench.files import WriteError
     from carbonbench.report import build_report
 
     with warnings.catch_warnings(record=True) as caught:
@@ -36,6 +37,10 @@ def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_
             if (exc.name or "").split(".")[0] != "plotly":
                 raise
             raise UserError("the HTML report needs plotly, which is not installed: pip install plotly") from None
-    for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+        except WriteError as exc:  # written atomically: nothing half-written is left
+            # Status 2 for a target the user can change (read-only, no permission), 1 for a full disk.
+            raise (UserError if exc.exit_status == 2 else click.ClickException)(str(exc)) from None
+        finally:
+            for w in caught:
+                click.echo(f"warning: {w.message}", err=True)
     click.echo(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")

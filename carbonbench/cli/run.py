@@ -43,26 +43,50 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
     SOURCE is a scenario file, a result file, or the name of a scenario shipped with
     carbonbench (opt-125m, opt-1.3b, opt-sizes, opt-train, ...), from any directory.
 
-    Writes OUT/<run-id>.json after every point and appends to OUT/<run-id>.timeline.csv
-    after every measured window.
-    Exit status: 0 when every point was measured, 1 when some point failed, 2 for bad
-    input, 130/143 when interrupted by Ctrl-C/SIGTERM (finished points are kept).
-    With --nproc-per-node (or under torchrun), rank 0 writes the one run file, and a
-    rank that dies or hangs ends the run with status 1 and a message naming it.
+    Writes OUT/<run-id>.json, appends each finished point to OUT/<run-id>.points.jsonl
+    and the power samples to OUT/<run-id>.timeline.csv after every measured window.
+    Exit status: 0 when every point was measured, 1 when some point failed or its results
+    could not be written (one line says where they are), 2 for bad input or a run that
+    another process is writing, 130/143 when interrupted by Ctrl-C/SIGTERM (finished
+    points are kept). With --nproc-per-node (or under torchrun), rank 0 writes the one
+    run file, and a rank that dies or hangs ends the run with status 1 and a message naming it.
     """
+    # The handlers come first, before torch is imported or the scenario read, so that a
+    # signal in any phase ends the run the same way (carbonbench.interrupts).
+    from carbonbench.interrupts import Interrupted, interrupts, phase
+
+    state: dict = {"writer": True, "runner": None}
+    try:
+        with interrupts():
+            phase("startup")
+            _run(state, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint,
+                 rdzv_id)
+    except Interrupted as exc:
+        run_file = getattr(state["runner"], "run_file", None)
+        if state["writer"]:
+            saved = f"finished points are saved in {run_file.path}" if run_file else "nothing was measured yet"
+            click.echo(f"\ninterrupted ({exc}): {saved}", err=True)
+            if run_file is not None and run_file.unsaved:
+                click.echo(f"Error: {run_file.unsaved}", err=True)
+        sys.exit(exc.exit_code)
+
+
+def _run(state: dict, source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank,
+         rdzv_endpoint, rdzv_id) -> None:
     from carbonbench.distributed import DistributedFailure, launched_by_torchrun
+    from carbonbench.files import WriteError
 
     scenario = _load_source(source)
     _check_out_dir(out_dir)
     if not launched_by_torchrun() and nproc_per_node is not None:
-        sys.exit(_launch(source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id))
+        sys.exit(_launch(scenario, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank,
+                         rdzv_endpoint, rdzv_id))
     if not launched_by_torchrun() and (nnodes != "1" or node_rank is not None or rdzv_endpoint or rdzv_id):
         raise UserError("--nnodes, --node-rank, --rdzv-endpoint and --rdzv-id need --nproc-per-node")
-    from carbonbench.runner import Hooks, Interrupted, Runner
+    from carbonbench.runner import Hooks, Runner
     # Under torchrun: join the job. Rank 0 alone prints and writes; the others stay quiet.
     dist = _join_job(scenario, device) if launched_by_torchrun() else None
-    writer = dist is None or dist.is_writer
-    runner_holder = {}
+    writer = state["writer"] = dist is None or dist.is_writer
     drawn = {}  # "bar" while a progress bar owns the terminal's last line
 
     def log(msg: str) -> None:
@@ -79,9 +103,8 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
         bar.update(0, msg)
 
     hooks = Hooks(log=log)
-    runner = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks,
-                    dist=dist)
-    runner_holder["r"] = runner
+    runner = state["runner"] = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume,
+                                      source=str(source), hooks=hooks, dist=dist)
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
     log(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}")
     with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr if writer else io.StringIO(),
@@ -91,30 +114,34 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
         hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record.status}]")
         try:
             outcome = _recorded(runner.run)() if dist else runner.run()
-        except Interrupted as exc:
-            log(f"\ninterrupted ({exc}): finished points are saved in {out_dir}")
-            sys.exit(exc.exit_code)
         except DistributedFailure as exc:
             click.echo(f"\n{exc}", err=True)
             sys.exit(1)
+        except WriteError as exc:  # the run could not start its files: nothing was measured
+            raise click.ClickException(str(exc)) from None
+        finally:
+            drawn.clear()
         bar.update(outcome.skipped)
-    drawn.clear()
     if dist is not None:
         dist.close()
     if not writer:
         return
     _summary(outcome.run)
+    if outcome.unsaved:
+        raise click.ClickException(outcome.unsaved)
     click.echo(f"results: {outcome.path}")
     if outcome.failed:
         click.echo(f"{outcome.failed} point(s) failed; see the 'error' field of each point", err=True)
         sys.exit(1)
 
 
-def _launch(source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id) -> int:
+def _launch(scenario, source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank,
+            rdzv_endpoint, rdzv_id) -> int:
     """Start this same run under torchrun (in this process); the exit status."""
-    from carbonbench.distributed.launch import launch, torchrun_args, worker_args
+    from carbonbench.distributed.launch import check_devices, launch, torchrun_args, worker_args
 
     torchrun = torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    check_devices(device or scenario.device, nproc_per_node)  # here once, not in every worker
     return launch(torchrun, worker_args(source, out_dir, device, quick, resume), lambda msg: click.echo(msg, err=True))
 
 

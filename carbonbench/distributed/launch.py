@@ -41,6 +41,7 @@ def torchrun_args(
     """
     if nproc_per_node < 1:
         raise UserError(f"--nproc-per-node must be >= 1 (got {nproc_per_node})")
+    nnodes = check_nnodes(nnodes)
     args = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}", "--max-restarts=0"]
     if rdzv_endpoint is None:
         if str(nnodes) != "1":
@@ -55,6 +56,32 @@ def torchrun_args(
         return args + ["--rdzv-backend=static", f"--master-addr={host}", f"--master-port={port}", f"--node-rank={node_rank}"]
     run_id = rdzv_id or os.environ.get("SLURM_JOB_ID") or "carbonbench"
     return args + ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={run_id}"]
+
+
+def check_nnodes(nnodes: str) -> str:
+    """torchrun's --nnodes, N or MIN:MAX, checked here: torchrun itself answers a traceback."""
+    parts = str(nnodes).strip().split(":")
+    if len(parts) > 2 or not all(p.isdigit() for p in parts):
+        raise UserError(f"--nnodes must be a number of nodes, N or MIN:MAX (got {nnodes!r})")
+    low, high = int(parts[0]), int(parts[-1])
+    if low < 1 or high < low:
+        raise UserError(f"--nnodes must be at least 1, and MIN at most MAX (got {nnodes!r})")
+    return ":".join(parts)
+
+
+def check_devices(device: str, nproc_per_node: int) -> None:
+    """The device every worker will ask for, checked once before torchrun starts them
+    (each worker would otherwise find it out, and say so, by itself)."""
+    import torch
+
+    if device not in ("cuda", "auto") or device == "auto" and not torch.cuda.is_available():
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu, or auto)")
+    if nproc_per_node > count:
+        raise UserError(f"--nproc-per-node {nproc_per_node}: this node has {count} GPU(s), one per process "
+                        "(use --nproc-per-node <= the GPUs per node)")
 
 
 def worker_args(source: Path, out_dir: Path, device: Optional[str], quick: bool, resume: bool) -> list[str]:
@@ -116,6 +143,9 @@ def failure_report(failures: dict) -> tuple[int, str]:
             knock_on.append(msg.removeprefix("DistributedFailure:").strip())
         elif msg.startswith("Interrupted:"):  # stopped by torchrun after another rank failed
             knock_on.append(f"rank {rank} was stopped ({msg.removeprefix('Interrupted:').strip()})")
+        elif not msg and f.exitcode in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            # Interrupted is no Exception, so torchrun's recorder writes no error file for it.
+            knock_on.append(f"rank {rank} was stopped ({signal.Signals(f.exitcode - 128).name})")
         elif msg:
             causes.append(f"{where} failed: {msg}")
         else:
