@@ -4,9 +4,15 @@ Scenarios and model cards are both read here, so both give the same kind of mess
 the file, the key path, the bad value and, for a typo, the closest valid key.
 
 A dataclass field can carry ``metadata={"min": x}`` (inclusive lower bound),
-``{"gt": x}`` (exclusive lower bound) or ``{"max": x}``. Cross-field checks live in the
+``{"gt": x}`` (exclusive lower bound) or ``{"max": x}``. A number with no ``max`` is still
+refused beyond ±1e30 (``MAX_NUMBER``): a finite value that large overflows whatever is
+computed from it later, and result files refuse it too. Cross-field checks live in the
 class's ``__post_init__``: raise ``FieldError(key, value, why)`` there and this module
 adds the file and the path above it.
+
+Files are read through ``carbonbench.files`` (regular files only, size-capped), and a
+key given twice in one mapping is refused with both lines, where PyYAML would keep the
+last silently.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from carbonbench.errors import ConfigError
+from carbonbench.reading import MAX_JSON_NUMBER, MAX_YAML, UnreadableFile, read_text
+
+MAX_NUMBER = MAX_JSON_NUMBER  # the same ceiling as result files: what is loaded can be recorded
 
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -38,18 +47,20 @@ class FieldError(ValueError):
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file with ``safe_load``, mapping every failure to ConfigError."""
+    """Parse a YAML file as ``safe_load`` would, refusing duplicate keys; every failure is ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read file ({_one_line(exc)})") from None
+        text = read_text(path, MAX_YAML)
+    except UnreadableFile as exc:
+        raise ConfigError(exc.worded("YAML file") if exc.reason == "directory" else str(exc)) from None
     try:
-        return yaml.safe_load(text)
+        loader = _StrictLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
@@ -63,6 +74,53 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: YAML nesting is too deep") from None
     except Exception as exc:  # PyYAML's own bugs on odd input, e.g. IndexError for "!!float ''"
         raise ConfigError(f"{path}: YAML error: cannot read a value ({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key given twice in one mapping.
+
+    The whole node graph is checked before anything is constructed: construction
+    flattens merge keys (``<<: *defaults``) into the mappings, after which an explicit
+    key overriding a merged one (which YAML allows) would look like a repeat. Each node
+    is visited once, so aliases cost nothing however often they are used.
+    """
+
+    def construct_document(self, node):
+        self._refuse_duplicate_keys(node)
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, root) -> None:
+        visited, stack = set(), [root]
+        while stack:
+            node = stack.pop()
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend(node.value)
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            first: dict = {}
+            for key_node, value_node in node.value:
+                stack.append(value_node)
+                if key_node.tag == _MERGE or not isinstance(key_node, yaml.ScalarNode):
+                    stack.append(key_node)
+                    continue
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                try:
+                    seen = key in first
+                except TypeError:  # an unhashable key: the constructor's own error names it
+                    continue
+                if seen:
+                    raise _DuplicateKey(f"duplicate key {_SHOWN.repr(key)} on line {line} (first on line {first[key]})")
+                first[key] = line
 
 
 def build(cls: type, data: Any, *, source: str, path: str = "") -> Any:
@@ -215,20 +273,42 @@ def _build_dataclass(cls: type, value: Any, source: str, path: str) -> Any:
 
 
 def _check_bounds(field: dataclasses.Field, value: Any, source: str, path: str) -> None:
-    meta = field.metadata
-    if not meta:
-        return
     values = value if isinstance(value, (list, tuple)) else [value]
     for i, v in enumerate(values):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        where = _join(path, i) if isinstance(value, (list, tuple)) else path
-        if "min" in meta and v < meta["min"]:
-            raise _fail(source, where, v, f"must be >= {meta['min']}")
-        if "gt" in meta and v <= meta["gt"]:
-            raise _fail(source, where, v, f"must be > {meta['gt']}")
-        if "max" in meta and v > meta["max"]:
-            raise _fail(source, where, v, f"must be <= {meta['max']}")
+        why = _out_of_bounds(field.metadata, v)
+        if why:
+            where = _join(path, i) if isinstance(value, (list, tuple)) else path
+            raise _fail(source, where, v, why)
+
+
+def check_bounds(obj: Any) -> None:
+    """FieldError for the first field of dataclass obj outside its bounds: for classes
+    also built directly (a checkpoint's config.json), from their ``__post_init__``."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            why = _out_of_bounds(f.metadata, v)
+            if why:
+                raise FieldError(f.name, v, why)
+
+
+def _out_of_bounds(meta: Any, v: Any) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return ""
+    if "min" in meta and v < meta["min"]:
+        return f"must be >= {_bound(meta['min'])}"
+    if "gt" in meta and v <= meta["gt"]:
+        return f"must be > {_bound(meta['gt'])}"
+    if "max" in meta and v > meta["max"]:
+        return f"must be <= {_bound(meta['max'])}"
+    if v > MAX_NUMBER or v < -MAX_NUMBER:  # ints compare exactly, however many digits
+        return f"must be <= {_bound(MAX_NUMBER)}" if v > 0 else f"must be >= {_bound(-MAX_NUMBER)}"
+    return ""
+
+
+def _bound(x: float) -> str:
+    """A bound as Python writes it: 86400, 1.0, 0.001, 1e-06, 1e+30."""
+    return str(x)
 
 
 def positive(**extra: Any) -> dict:

@@ -258,7 +258,7 @@ def estimate_training(
     ]
     if e["embodied_source"]:
         assumptions.append(f"embodied carbon shown separately: {e['embodied_source']}")
-    return TrainingEstimate(
+    return finite(TrainingEstimate(
         mode="training", model=model, params=params, tokens=float(tokens), seq_len=int(seq), recompute=recompute,
         model_flops=job.model, hardware_flops=job.hardware, model_flops_rule=job.model_rule,
         hardware_flops_rule=job.hardware_rule, hardware=hardware.name, devices=int(devices),
@@ -267,7 +267,7 @@ def estimate_training(
         throughput_source=throughput_source, device_power_w=power, host_power_w_per_device=host.w_per_device,
         wall_hours=wall_s / 3600.0, wall_days=wall_s / 86400.0, device_hours=device_hours,
         **_energy_fields(e, facility), assumptions=tuple(assumptions), equivalents=tuple(equivalents(e["co2e_g"])),
-    )
+    ))
 
 
 def estimate_power(
@@ -309,12 +309,26 @@ def estimate_power(
     ]
     if e["embodied_source"]:
         assumptions.append(f"embodied carbon shown separately: {e['embodied_source']}")
-    return PowerEstimate(
+    return finite(PowerEstimate(
         mode="power", devices=None if devices is None else int(devices), device_power_w=power,
         host_power_w_per_device=host.w_per_device, wall_hours=wall,
         wall_days=None if wall is None else wall / 24.0, device_hours=used, **_energy_fields(e, facility),
         assumptions=tuple(assumptions), equivalents=tuple(equivalents(e["co2e_g"])),
-    )
+    ))
+
+
+def finite(result):
+    """result, if every figure in it is a finite number; else one UserError line.
+
+    Finite inputs can still overflow (10^300 tokens is 10^312 FLOPs): the estimate is
+    refused, naming the figure, rather than printed with inf and n/a everywhere.
+    """
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"the estimate's {f.name} comes out as {value}: an input is too large or too small "
+                            "to compute with (see each flag's range in --help)")
+    return result
 
 
 def _energy(device_hours: float, power_w: float, facility: Facility, hardware: Optional[Hardware]) -> dict:

@@ -117,16 +117,19 @@ class HardwareEntry:
     """One row of a user hardware file, in the units datasheets use."""
 
     name: str
-    memory_gb: float = field(metadata=positive())
-    peak_bf16_tflops: float = field(metadata=positive())
-    memory_bandwidth_gb_per_s: float = field(metadata=positive())
-    tdp_w: Optional[float] = field(default=None, metadata=positive())
-    mean_power_w: Optional[float] = field(default=None, metadata=positive())
+    # Bounds far outside any device (a megabyte to a petabyte of memory, a MFLOP/s to an
+    # EFLOP/s, a milliwatt to 100 kW), so that every figure derived from them stays finite
+    # and a plan never divides by a memory that rounds to zero bytes.
+    memory_gb: float = field(metadata={"min": 1e-3, "max": 1_000_000})
+    peak_bf16_tflops: float = field(metadata={"min": 1e-6, "max": 1_000_000})
+    memory_bandwidth_gb_per_s: float = field(metadata={"min": 1e-3, "max": 10_000_000})
+    tdp_w: Optional[float] = field(default=None, metadata={"min": 1e-3, "max": 100_000})
+    mean_power_w: Optional[float] = field(default=None, metadata={"min": 1e-3, "max": 100_000})
     power_source: str = ""
     description: str = ""
     nvml_names: list[str] = field(default_factory=list)
     source: str = "user hardware file"
-    embodied_kgco2e: Optional[float] = field(default=None, metadata=positive())
+    embodied_kgco2e: Optional[float] = field(default=None, metadata=positive(max=1_000_000))
     embodied_source: str = ""
 
     def __post_init__(self):

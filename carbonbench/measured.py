@@ -17,7 +17,7 @@ import pandas as pd
 from carbonbench.carbon import HOURS_PER_YEAR, J_PER_KWH, CostConfig, EmbodiedConfig, is_sixteen_bit
 from carbonbench.equivalents import equivalents
 from carbonbench.errors import UserError
-from carbonbench.estimate import Facility, _Flat, _positive
+from carbonbench.estimate import Facility, _Flat, _positive, finite
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware, match_device
 from carbonbench.records import POINT_KEYS_WITH_MACHINE
@@ -138,7 +138,7 @@ def estimate_inference(
     if embodied_source:
         assumptions.append(f"embodied carbon shown separately: {embodied_source}")
     days_per_year = HOURS_PER_YEAR / 24.0
-    return InferenceEstimate(
+    return finite(InferenceEstimate(
         mode="inference", point=point.description, model=point.model, device_name=point.device_name,
         n_devices=point.n_devices, requests_per_day=float(requests_per_day),
         tokens_per_request=float(tokens_per_request), tokens_per_day=tokens_per_day,
@@ -153,7 +153,7 @@ def estimate_inference(
         embodied_co2e_kg_per_day=None if embodied_g is None else embodied_g / 1e3,
         embodied_source=embodied_source, assumptions=tuple(assumptions),
         equivalents=tuple(equivalents(co2e_g)),
-    )
+    ))
 
 
 def facility_for_point(

@@ -16,6 +16,7 @@ from carbonbench.distributed.context import Job
 from carbonbench.distributed.parallel import Layout, build_model
 from carbonbench.engines import Engine
 from carbonbench.errors import UserError
+from carbonbench.plan import preflight
 from carbonbench.scenario import ModelEntry, Point
 from carbonbench.windows import free_memory
 
@@ -35,6 +36,7 @@ class ModelSlot:
     def model_for(self, point: Point, layout: Layout) -> torch.nn.Module:
         """The model for this point; ModelTooLargeError when it cannot be loaded here."""
         want = (torch.float32 if point.workload == "train" else self.dtype, layout.mode)
+        preflight(point, self.entry.card, self.dtype, self.job.device, layout, loaded=self._holds == want)
         if self.model is None or self._holds != want:
             self.free()
             self.model = self._load(point, layout, want[0])

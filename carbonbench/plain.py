@@ -4,6 +4,10 @@ A record's plain fields each have a kind (a number, a string, ...). Reading chec
 field it knows against its kind and keeps the keys it does not know in ``extra``, so a
 file written by a newer version passes through unchanged; writing gives the fields back
 with ``extra`` after them. A field of the wrong kind is ``Damaged``, named by its key path.
+
+Beyond the known fields, ``sane_numbers`` refuses NaN, the infinities and numbers past
+1e30 anywhere in a file, free-form parts included (environment, meters, codecarbon's
+totals): a reader that meets one later derives NaN silently or overflows.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ from dataclasses import field
 from typing import Any, ClassVar, Optional
 
 from carbonbench.errors import ResultsError
+from carbonbench.reading import MAX_JSON_NUMBER, is_sane_number, key_path, printable
 from carbonbench.meters.idle import IdleBaseline
 
 # Larger than any real count of tokens, FLOPs or bytes: an integer past this is damage
 # (a float conversion of a 400-digit integer overflows in every reader).
-_MAX_NUMBER = 1e30
+_MAX_NUMBER = MAX_JSON_NUMBER
 
 NUMBER, STRING, BOOL, LIST, MAPPING = "a number", "a string", "true or false", "a list", "a mapping"
 
@@ -27,7 +32,8 @@ class Damaged(ResultsError):
     """A field of the wrong kind; the reader adds the file's name."""
 
     def __init__(self, where: str, want: str):
-        super().__init__(f"'{where}' is damaged (expected {want})")
+        # The key path is made of the file's own keys: shown safely, whatever they hold.
+        super().__init__(f"'{printable(where)}' is damaged (expected {want})")
 
 
 def check(value: Any, want: str, where: str) -> Any:
@@ -51,7 +57,31 @@ def check(value: Any, want: str, where: str) -> Any:
 def numbers(data: Any, where: str) -> dict[str, Any]:
     """A mapping whose every value is a number (or absent)."""
     data = check(data, MAPPING, where) or {}
-    return {str(k): check(v, NUMBER, f"{where}.{k}") for k, v in data.items()}
+    return {str(k): check(v, NUMBER, key_path(where, k)) for k, v in data.items()}
+
+
+def summary_figures(summary: Any, where: str) -> None:
+    """A stored point summary's figures (mean, std, ci95, n of each) are numbers, as readers use them."""
+    for figure, stats in (summary or {}).items():
+        stats = check(stats, MAPPING, key_path(where, figure)) or {}
+        for stat in ("mean", "std", "ci95", "n"):
+            check(stats.get(stat), NUMBER, key_path(key_path(where, figure), stat))
+
+
+def sane_numbers(data: Any) -> None:
+    """Damaged, by key path, for the first NaN, infinity or number beyond 1e30 anywhere in data.
+
+    Iterative, so any depth the JSON parser accepted is walked without recursion.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((key_path(where, k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+        elif not is_sane_number(value):
+            raise Damaged(where, "a finite number")
 
 
 class Record:

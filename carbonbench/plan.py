@@ -21,21 +21,31 @@ The figures are the standard first-order accounting, each with its source:
 Devices needed assumes everything shards evenly across devices (FSDP/ZeRO-3 for the
 model states, tensor/sequence parallelism for activations and the KV cache) and ignores
 communication buffers: it is a lower bound.
+
+The same accounting is the runner's pre-flight check on the CPU (``preflight``): a point
+whose weights, cache and activations cannot fit in the host's available memory becomes
+an ``oom`` row before it allocates anything, where running it would bring the kernel's
+OOM killer down on the whole sweep. Being a lower bound, it never refuses a point that fits.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from carbonbench.errors import UserError
+import psutil
+
+from carbonbench.errors import ModelTooLargeError, UserError
 from carbonbench.hardware import Hardware
-from carbonbench.opt.card import Card
+from carbonbench.opt.card import MAX_POSITIONS, Card
+from carbonbench.scenario import Point
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 TRAINING_DTYPES = ("fp32", "fp16", "bf16")
 DEFAULT_RESERVE = 0.10
+MAX_PLAN_BATCH = 1 << 24  # plan asks about whole jobs: batches across many devices
+TORCH_DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 _SOURCES = (
     "model states: Rajbhandari et al. 2020 (ZeRO), 16 bytes per parameter for mixed-precision Adam",
@@ -111,10 +121,14 @@ def kv_cache_bytes(card: Card, dtype: str, batch_size: int, seq_len: int) -> int
     return 2 * arch.n_layers * batch_size * seq_len * arch.d_model * _activation_bytes(dtype)
 
 
-def inference_activations_bytes(card: Card, dtype: str, batch_size: int, seq_len: int) -> int:
+def inference_activations_bytes(card: Card, dtype: str, batch_size: int, seq_len: int,
+                                logits_positions: Optional[int] = None) -> int:
+    """One layer's working set for every position, plus logits for ``logits_positions``
+    positions per row (default all of them; prefill and decode keep only the last)."""
     arch = card.arch
-    per_position = 2 * arch.d_model + arch.ffn_dim + arch.vocab_size
-    return batch_size * seq_len * per_position * _activation_bytes(dtype)
+    logits = arch.vocab_size * (seq_len if logits_positions is None else logits_positions)
+    per_position = 2 * arch.d_model + arch.ffn_dim
+    return (batch_size * seq_len * per_position + batch_size * logits) * _activation_bytes(dtype)
 
 
 def training_activations_bytes(card: Card, dtype: str, batch_size: int, seq_len: int, recompute: bool) -> int:
@@ -140,11 +154,11 @@ def plan_memory(
     training: bool = True,
     reserve_fraction: float = DEFAULT_RESERVE,
 ) -> MemoryPlan:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"batch size must be a whole number >= 1 (got {batch_size!r})")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_PLAN_BATCH:
+        raise UserError(f"batch size must be a whole number from 1 to {MAX_PLAN_BATCH} (got {batch_size!r})")
     seq_len = card.arch.max_positions if seq_len is None else seq_len
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-        raise UserError(f"sequence length must be a whole number >= 1 (got {seq_len!r})")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= MAX_POSITIONS:
+        raise UserError(f"sequence length must be a whole number from 1 to {MAX_POSITIONS} (got {seq_len!r})")
     if not (0 <= reserve_fraction < 1):
         raise UserError(f"reserve fraction must be in [0, 1) (got {reserve_fraction})")
     if not (inference or training):
@@ -157,6 +171,9 @@ def plan_memory(
         raise UserError("int8 is a storage format for inference here, not a training dtype: choose fp32, fp16 or bf16")
 
     usable = int(hardware.memory_bytes * (1 - reserve_fraction))
+    if usable < 1:  # devices needed divides by it
+        raise UserError(f"{hardware.name}: {hardware.memory_bytes:,} bytes with {reserve_fraction:.6g} kept back "
+                        "leaves no usable memory; give a smaller --reserve")
     inf_rows = tuple(_inference(card, d, batch_size, seq_len, usable) for d in dtypes) if inference else ()
     train_rows = tuple(_training(card, d, batch_size, seq_len, usable) for d in train_dtypes) if training else ()
 
@@ -215,6 +232,64 @@ def _training(card: Card, dtype: str, b: int, s: int, usable: int) -> TrainingMe
         dtype, b, s, w, grads, optimizer, act, act_rc, total, total_rc,
         _devices(total, usable), _devices(total_rc, usable), total <= usable, total_rc <= usable,
     )
+
+
+# -- the runner's pre-flight check ------------------------------------------------------------
+@dataclass(frozen=True)
+class PointMemory:
+    """What one point holds in memory at its peak, by part (bytes)."""
+
+    weights_bytes: int
+    states_bytes: int  # training: gradients and Adam's two moments
+    kv_cache_bytes: int
+    activations_bytes: int  # the inputs included
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.states_bytes + self.kv_cache_bytes + self.activations_bytes
+
+    def parts(self) -> str:
+        named = (("weights", self.weights_bytes), ("gradients and optimizer", self.states_bytes),
+                 ("KV cache", self.kv_cache_bytes), ("activations", self.activations_bytes))
+        return ", ".join(f"{what} {n / 1e9:,.1f} GB" for what, n in named if n)
+
+
+def point_memory(card: Card, point: Point, dtype: str, *, weights: bool = True) -> PointMemory:
+    """The memory a point needs as the runner runs it, at the lower bounds above.
+
+    Inference runs in ``dtype`` and keeps logits for the last position only (prefill,
+    decode); its KV cache holds prompt and new tokens. Training keeps fp32 weights,
+    gradients and Adam moments, activations in ``dtype`` (autocast), counted with
+    recomputation, the smaller of the two, so that no point that fits is refused.
+    ``weights=False`` when the weights are already in memory.
+    """
+    b = point.batch_size
+    if point.workload == "train":
+        params, s = card.param_count(), point.seq_len
+        act = training_activations_bytes(card, dtype, b, s, recompute=True)
+        return PointMemory(params * 4 if weights else 0, params * (4 + 8), 0, act + b * s * 8)
+    s = point.prompt_tokens
+    act = inference_activations_bytes(card, dtype, b, s, logits_positions=1) + b * s * 16  # ids and mask
+    kv = kv_cache_bytes(card, dtype, b, s + point.new_tokens)
+    return PointMemory(weights_bytes(card, dtype) if weights else 0, 0, kv, act)
+
+
+def preflight(point: Point, card: Card, dtype: Any, device: Any, layout: Any = None, *, loaded: bool = False) -> None:
+    """ModelTooLargeError (the runner's ``oom`` row) when a point on the CPU cannot fit in
+    the host's available memory; nothing for other devices, where running out of
+    memory is an exception the runner records, not the end of the process.
+
+    dtype is the scenario's torch dtype, device a torch device, layout the point's
+    (only a single-process layout is checked), loaded whether the weights are in memory.
+    """
+    if getattr(device, "type", device) != "cpu" or getattr(layout, "mode", "single") != "single":
+        return
+    need = point_memory(card, point, TORCH_DTYPES.get(str(dtype).removeprefix("torch."), "fp32"), weights=not loaded)
+    free = psutil.virtual_memory().available
+    if need.total_bytes > free:
+        raise ModelTooLargeError(
+            f"{point.key} needs about {need.total_bytes / 1e9:,.1f} GB of host memory ({need.parts()}) but "
+            f"{free / 1e9:,.1f} GB is available; not run (estimated as carbonbench plan does)")
 
 
 def _devices(total: int, usable: int) -> int:

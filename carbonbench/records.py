@@ -22,7 +22,8 @@ from carbonbench import grid, stats
 from carbonbench.errors import ConfigError, ResultsError
 from carbonbench.meters.base import Measurement
 from carbonbench.meters.idle import IdleBaseline
-from carbonbench.plain import BOOL, LIST, MAPPING, NUMBER, STRING, Damaged, Record, check, idle_baseline, numbers, omit
+from carbonbench.plain import (BOOL, LIST, MAPPING, NUMBER, STRING, Damaged, Record, check, idle_baseline, numbers,
+                               omit, sane_numbers, summary_figures)
 from carbonbench.scenario import Point
 
 SCHEMA = "carbonbench.run"
@@ -199,6 +200,7 @@ class PointRecord(Record):
         for key in POINT_FIELDS + ("key", "status"):
             if plain.get(key) is None:
                 plain.pop(key, None)
+        summary_figures(plain.get("summary"), f"{where}.summary")
         record = cls(**plain)
         if record.summary is None and record.repeats:  # files from before summaries were stored
             record.summary = point_summary(record.repeats)
@@ -320,6 +322,7 @@ class RunRecord(Record):
         for key, kind in (("run_id", str), ("points", list), ("scenario", dict)):
             if not isinstance(data.get(key), kind):
                 raise ResultsError(f"key '{key}' is missing or has the wrong type")
+        sane_numbers(data)  # every number, known field or not: no reader may meet a NaN later
         plain = cls.fields_of(data, "")
         plain["schema"], plain["schema_version"] = SCHEMA, version
         for key in ("status", "quick"):

@@ -8,6 +8,7 @@ their schema is carbonbench.records, documented in docs/results.md.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -16,6 +17,7 @@ import pandas as pd
 
 from carbonbench.carbon import derive as derive_columns
 from carbonbench.errors import ResultsError
+from carbonbench.reading import UnreadableFile, printable, walk_files
 from carbonbench.meters.base import weakest_method
 from carbonbench.meters.host import BUSY_FLAG
 from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord
@@ -41,12 +43,20 @@ COLUMNS = [
 
 
 def result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories into their result files (not timelines), keeping order."""
+    """Expand directories into their result files (not timelines), keeping order.
+
+    Directories are walked without recursion and without following directory links
+    (carbonbench.reading.walk_files). Whatever a directory holds under a .json name is
+    listed, pipes and devices included: reading refuses those, as damaged files.
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*.json") if not f.name.startswith(".")))
-        elif p.exists():
+            try:
+                files.extend(walk_files(p, ".json"))
+            except UnreadableFile as exc:
+                raise ResultsError(str(exc)) from None
+        elif os.path.lexists(p):
             files.append(p)
         else:
             raise ResultsError(f"{p}: no such result file or directory")
@@ -65,7 +75,7 @@ def read_runs(paths: Iterable[str | Path] | str | Path, *, on_error: str = "rais
         except ResultsError as exc:
             if on_error != "skip":
                 raise
-            warnings.warn(f"skipped {exc}", stacklevel=3)
+            warnings.warn(f"skipped {printable(exc)}", stacklevel=3)  # the file's name and keys, shown safely
     return runs
 
 

@@ -33,16 +33,17 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 from carbonbench import __version__
 from carbonbench.errors import ResultsError, UserError
 from carbonbench.interrupts import deferred, pending, phase
 from carbonbench.files import LockFile, WriteError, append_bytes, atomic_write_text, remove, safe_name
+from carbonbench.journal import JOURNAL_SUFFIX, journal_line, journal_path, jsonable, merge_points, read_journal
+from carbonbench.reading import MAX_RESULT, JSONContentError, UnreadableFile, parse_json, read_text
 from carbonbench.records import SCHEMA, SCHEMA_VERSION, DeviceRecord, PointRecord, RunRecord
 
 Log = Callable[[str], None]
-JOURNAL_SUFFIX = ".points.jsonl"
 LOCK_SUFFIX = ".lock"
 SUMMARY_EVERY_S = 30.0
 
@@ -71,40 +72,22 @@ def new_run(scenario: dict, source: Optional[str], env: dict, device: DeviceReco
     )
 
 
-def journal_path(run_path: Path) -> Path:
-    return Path(run_path).with_name(Path(run_path).stem + JOURNAL_SUFFIX)
-
-
 def lock_path(run_path: Path) -> Path:
     return Path(run_path).with_name(Path(run_path).stem + LOCK_SUFFIX)
 
 
 # -- reading and writing ------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; absent is honest
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def run_text(run: RunRecord | dict, points: Optional[list[PointRecord]] = None) -> str:
     """A run file's text; ``points`` in place of the record's own."""
     data = run.to_dict() if isinstance(run, RunRecord) else dict(run)
     if points is not None:
         data["points"] = [p.to_dict() for p in points]
-    return json.dumps(_jsonable(data), indent=1) + "\n"
+    return json.dumps(jsonable(data), indent=1) + "\n"
 
 
 def write_run(path: Path, run: RunRecord | dict) -> None:
     """The run file, whole, atomically: a record, or its plain form."""
     atomic_write_text(path, run_text(run))
-
-
-def journal_line(point: PointRecord) -> bytes:
-    return (json.dumps(_jsonable(point.to_dict()), separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -124,14 +107,14 @@ def read_run(path: str | Path) -> RunRecord:
 
 
 def _read_run_file(path: Path) -> RunRecord:
+    try:  # a regular file of bounded size: a pipe or /dev/zero would hang or fill memory
+        text = read_text(path, MAX_RESULT)
+    except UnreadableFile as exc:
+        raise ResultsError(exc.worded("result file")) from None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultsError(f"{path}: result file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read result file ({exc})") from None
-    try:
-        data = json.loads(text)
+        data = parse_json(text, finite=False)  # duplicate keys refused; numbers are checked by from_dict
+    except JSONContentError as exc:
+        raise ResultsError(f"{path}: {exc.why}" + (f" in {exc.where}" if exc.where else "")) from None
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{path}: not valid JSON (truncated or corrupted?) at line {exc.lineno}: {exc.msg}") from None
     except RecursionError:
@@ -140,46 +123,6 @@ def _read_run_file(path: Path) -> RunRecord:
         return RunRecord.from_dict(data)
     except ResultsError as exc:
         raise ResultsError(f"{path}: {exc}") from None
-
-
-def read_journal(path: Path) -> list[PointRecord]:
-    """The points of a journal, in the order written; [] when there is none. A partial
-    last line (a write cut short by a kill) is left out; any other damage is an error."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read the point journal ({exc})") from None
-    lines = data.split(b"\n")[:-1]  # the last piece is "" or a partial line
-    points = []
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            plain = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise ResultsError(f"{path}: line {i} is not a point (not valid JSON)") from None
-        try:
-            if not isinstance(plain, dict):
-                raise ResultsError("not a JSON object")
-            points.append(PointRecord.from_dict(plain, "point"))
-        except ResultsError as exc:
-            raise ResultsError(f"{path}: line {i}: {exc}") from None
-    return points
-
-
-def merge_points(points: Iterable[PointRecord]) -> list[PointRecord]:
-    """One record per point key, in the order measured: a later ok record replaces an
-    earlier one, and a failed one never replaces an ok one."""
-    by_key: dict[str, PointRecord] = {}
-    for point in points:
-        held = by_key.get(point.key)
-        if held is not None and held.ok and not point.ok:
-            continue
-        by_key.pop(point.key, None)
-        by_key[point.key] = point
-    return list(by_key.values())
 
 
 def is_run_file(data: Any) -> bool:

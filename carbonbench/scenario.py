@@ -2,48 +2,69 @@
 
 Each component reads only its own section (``measurement``, ``carbon``, ``cost``...).
 Loading is strict: an unknown key, a wrong type, a non-positive size or an unknown model
-card is one ConfigError naming the file, the key path and the value.
+card is one ConfigError naming the file, the key path and the value. Every duration and
+size also has a ceiling far above any real run, so that a finite but absurd value
+(``cooldown_s: 1e308``) is refused here rather than overflowing in the middle of a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from carbonbench.config import FieldError, build, positive, read_yaml, to_plain
 from carbonbench.errors import ConfigError
-from carbonbench.opt.card import Card
+from carbonbench.opt.card import MAX_POSITIONS, Card
 from carbonbench.opt.hub import card_for, is_hub_id
 from carbonbench.settings import CarbonConfig, CostConfig
 
 WorkloadName = Literal["prefill", "decode", "train"]
+
+# Ceilings: a day for any one wait or window, a minute between
+# samples, a week for a collective; tokens per sequence as a card's positions allow.
+DAY_S, WEEK_S = 86400, 7 * 86400
+MAX_BATCH = 1 << 20
+MAX_STEPS, MAX_REPEATS = 1_000_000, 1000
+MAX_SEED = (1 << 63) - 1  # torch.manual_seed takes 64-bit seeds
+MAX_CPU_TDP_W = 100_000
+
+
+def token_count(**extra: Any) -> dict:
+    """Metadata for a token count: positive, at most a card's largest position table."""
+    return positive(max=MAX_POSITIONS, **extra)
+
+
+def batch_count(**extra: Any) -> dict:
+    """Metadata for a batch size: positive, at most MAX_BATCH sequences."""
+    return positive(max=MAX_BATCH, **extra)
 
 
 @dataclass(frozen=True)
 class PrefillConfig:
     """One forward pass over a batch of prompts (filling the KV cache)."""
 
-    prompt_tokens: list[int] = field(metadata=positive())
-    batch_sizes: Optional[list[int]] = field(default=None, metadata=positive())  # default: the scenario's
+    prompt_tokens: list[int] = field(metadata=token_count())
+    batch_sizes: Optional[list[int]] = field(default=None, metadata=batch_count())  # default: the scenario's
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
     """Greedy generation of new_tokens after a prompt; tokens counted are the new ones."""
 
-    prompt_tokens: list[int] = field(metadata=positive())
-    new_tokens: list[int] = field(metadata=positive())
-    batch_sizes: Optional[list[int]] = field(default=None, metadata=positive())
+    prompt_tokens: list[int] = field(metadata=token_count())
+    new_tokens: list[int] = field(metadata=token_count())
+    batch_sizes: Optional[list[int]] = field(default=None, metadata=batch_count())
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Forward, backward and an AdamW step over sequences of seq_len tokens."""
 
-    seq_len: list[int] = field(metadata=positive())
-    batch_sizes: Optional[list[int]] = field(default=None, metadata=positive())
+    seq_len: list[int] = field(metadata=token_count())
+    batch_sizes: Optional[list[int]] = field(default=None, metadata=batch_count())
     activation_checkpointing: bool = False
     lr: float = field(default=1e-4, metadata=positive())
 
@@ -62,14 +83,14 @@ class WorkloadsConfig:
 
 @dataclass(frozen=True)
 class MeasurementConfig:
-    warmup_steps: int = field(default=2, metadata={"min": 1})
-    warmup_s: float = field(default=1.0, metadata={"min": 0})
-    min_seconds: float = field(default=5.0, metadata=positive())  # per measured window
-    repeats: int = field(default=3, metadata={"min": 1})
-    sample_interval_s: float = field(default=0.1, metadata={"gt": 0, "min": 0.005})
-    idle_baseline_s: float = field(default=5.0, metadata={"min": 0})
-    cooldown_s: float = field(default=0.0, metadata={"min": 0})  # between points
-    cpu_tdp_w: Optional[float] = field(default=None, metadata=positive())
+    warmup_steps: int = field(default=2, metadata={"min": 1, "max": MAX_STEPS})
+    warmup_s: float = field(default=1.0, metadata={"min": 0, "max": DAY_S})
+    min_seconds: float = field(default=5.0, metadata=positive(max=DAY_S))  # per measured window
+    repeats: int = field(default=3, metadata={"min": 1, "max": MAX_REPEATS})
+    sample_interval_s: float = field(default=0.1, metadata={"gt": 0, "min": 0.005, "max": 60})
+    idle_baseline_s: float = field(default=5.0, metadata={"min": 0, "max": DAY_S})
+    cooldown_s: float = field(default=0.0, metadata={"min": 0, "max": DAY_S})  # between points
+    cpu_tdp_w: Optional[float] = field(default=None, metadata=positive(max=MAX_CPU_TDP_W))
     # The CPU estimate's share: the whole package (what a socket meter would see), or this
     # process tree's share of the host's busy CPU time (a shared or busy host).
     cpu_attribution: Literal["machine", "process"] = "machine"
@@ -88,8 +109,9 @@ class ParallelConfig:
     """
 
     strategy: Literal["auto", "none", "fsdp", "tp"] = "auto"
-    tp_size: Optional[int] = field(default=None, metadata={"min": 1})  # default: the processes per node (all ranks if 1)
-    timeout_s: float = field(default=300.0, metadata=positive())  # a collective waiting longer ends the run
+    # default: the processes per node (all ranks if 1)
+    tp_size: Optional[int] = field(default=None, metadata={"min": 1, "max": 1 << 16})
+    timeout_s: float = field(default=300.0, metadata=positive(max=WEEK_S))  # a collective waiting longer ends the run
 
     def __post_init__(self):
         if self.tp_size is not None and self.strategy not in ("auto", "tp"):
@@ -160,12 +182,12 @@ class Scenario:
     name: str
     models: list[str]
     workloads: WorkloadsConfig
-    batch_sizes: list[int] = field(default_factory=lambda: [1], metadata=positive())
+    batch_sizes: list[int] = field(default_factory=lambda: [1], metadata=batch_count())
     description: str = ""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     engine: EngineConfig = field(default_factory=EngineConfig)
-    seed: int = field(default=0, metadata={"min": 0})
+    seed: int = field(default=0, metadata={"min": 0, "max": MAX_SEED})
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     carbon: CarbonConfig = field(default_factory=CarbonConfig)
     cost: CostConfig = field(default_factory=CostConfig)
@@ -284,7 +306,7 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
     if prompts:
         path = Path(prompts).expanduser()
         path = path if path.is_absolute() else base_dir / path
-        if not path.is_file():
+        if not os.path.lexists(path):  # present but a pipe or a device: refused by name when read
             raise ConfigError(f"{source}: workloads.prompts: file not found (got '{prompts}')")
         scenario = scenario.replace(workloads=dataclasses.replace(scenario.workloads, prompts=str(path)))
     return scenario

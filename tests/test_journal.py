@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -4,7 +4,6 @@ read by results.load, the report, compare and export like a benchmark run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

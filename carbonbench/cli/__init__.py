@@ -2,6 +2,8 @@
 
 User errors (``carbonbench.errors.UserError``) become click errors with exit status 2,
 printed as one line and never with a traceback, both from the shell and under CliRunner.
+A message may quote a file (a key, a model type, a prompt): terminal controls in it are
+shown escaped (carbonbench.reading.printable), never sent to the terminal.
 
 Each command imports what it runs inside its function, not at module level: every
 command module is imported to build the group, and ``--help`` or ``models`` must not pay
@@ -16,6 +18,7 @@ import click
 
 from carbonbench import __version__
 from carbonbench.errors import UserError
+from carbonbench.reading import printable
 
 # Each name is a module under carbonbench.cli defining a click command of the same name.
 COMMANDS = ["run", "models", "env", "estimate", "plan", "report", "compare", "export"]
@@ -25,7 +28,7 @@ class UserFacingError(click.ClickException):
     exit_code = 2
 
     def __init__(self, message: str):
-        super().__init__(" ".join(message.split()))
+        super().__init__(printable(" ".join(message.split())))
 
 
 # Bare `carbonbench` shows the help through this UsageError; keep click's behaviour for it.

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import click
 
 from carbonbench.cli.output import echo_json, format_option
-from carbonbench.cli.table import format_table
+from carbonbench.cli.table import echo_safe, format_table
+from carbonbench.errors import UserError
 
 
 @click.command()
 @click.argument("a", type=click.Path(exists=True, path_type=Path))
 @click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.option("--skip-damaged", is_flag=True, help="Skip unreadable result files with a warning instead of failing.")
 @format_option("Output format; ratios are B / A.")
-def compare(a: Path, b: Path, fmt: str) -> None:
+def compare(a: Path, b: Path, skip_damaged: bool, fmt: str) -> None:
     """Match the points of two machines' results and show who wins where, by how much.
 
     A and B are result files or directories, one machine each. Points are matched on
@@ -23,16 +26,36 @@ def compare(a: Path, b: Path, fmt: str) -> None:
     points that failed, are listed after the table.
     """
     from carbonbench.report import compare as cmp
-    from carbonbench.report.data import load
 
-    side_a = cmp.side_from_data("A", load([a]), str(a))
-    side_b = cmp.side_from_data("B", load([b]), str(b))
+    (data_a, skipped_a), (data_b, skipped_b) = _load(a, skip_damaged), _load(b, skip_damaged)
+    for message in skipped_a + skipped_b:
+        echo_safe(f"warning: {message}", err=True)
+    side_a = cmp.side_from_data("A", data_a, str(a))
+    side_b = cmp.side_from_data("B", data_b, str(b))
     cmp.name_sides(side_a, side_b)
     result = cmp.compare(side_a, side_b)
     if fmt == "json":
         echo_json(cmp.to_dict(result))
     else:
-        click.echo(render_text(result))
+        echo_safe(render_text(result))  # labels, run ids and errors come from the files
+
+
+def _load(path: Path, skip_damaged: bool):
+    """One side's results, and the warnings for the files skipped as damaged."""
+    from carbonbench.report.data import load
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = load([path], on_error="skip" if skip_damaged else "raise")
+        except UserError as exc:
+            if not caught:
+                raise
+            # Every file of the side was skipped: one line says so, and why the first was.
+            raise UserError(f"{path}: no result files left to compare after skipping the damaged ones "
+                            f"({caught[0].message}{f', and {len(caught) - 1} more' if len(caught) > 1 else ''})"
+                            ) from None
+    return data, [str(w.message) for w in caught]
 
 
 def _n(x, digits: int = 4) -> str:

@@ -16,6 +16,7 @@ with --devices-per-node). The text and JSON output is in carbonbench.cli.estimat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import click
 
 from carbonbench.cli.output import echo_json, format_option
-
+from carbonbench.cli.table import echo_safe
 from carbonbench.errors import UserError
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -31,12 +32,12 @@ _AMOUNT = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([kmbgt])?
 
 
 class Amount(click.ParamType):
-    """A positive number written as 300e9, 3e11, 300B, 1.3T or 2,048."""
+    """A positive number written as 300e9, 3e11, 300B, 1.3T or 2,048, at most ``max``."""
 
     name = "number"
 
-    def __init__(self, integer: bool = False):
-        self.integer = integer
+    def __init__(self, integer: bool = False, max: float = 1e18):
+        self.integer, self.max = integer, max
 
     def convert(self, value: Any, param, ctx) -> float | int:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -48,6 +49,8 @@ class Amount(click.ParamType):
             number = float(match.group(1)) * _SUFFIX.get((match.group(2) or "").lower(), 1.0)
         if not math.isfinite(number) or number <= 0:
             self.fail(f"must be a positive number, got '{value}'", param, ctx)
+        if number > self.max:
+            self.fail(f"must be at most {self.max:g}, got '{value}'", param, ctx)
         if self.integer:
             if not number.is_integer():
                 self.fail(f"must be a whole number, got '{value}'", param, ctx)
@@ -55,9 +58,15 @@ class Amount(click.ParamType):
         return number
 
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
-NON_NEGATIVE = click.FloatRange(min=0)
-COUNT = click.IntRange(min=1)
+# Every number has a ceiling far above any real job, and a floor where it divides: whatever
+# the flags, every figure stays finite (refused at the flag, never printed as inf or n/a).
+positive = functools.partial(click.FloatRange, min=0, min_open=True)  # positive(max=...)
+non_negative = functools.partial(click.FloatRange, min=0)
+count = functools.partial(click.IntRange, min=1)
+# carbonbench.opt.card's ceilings (a test checks they agree): importing them would import torch.
+MAX_LAYERS, MAX_WIDTH, MAX_POSITIONS = 4096, 1 << 20, 1 << 24
+MAX_DEVICES, WATTS = 100_000_000, 1e6  # watts: a megawatt per device (or of host power per device)
+COUNT = count(max=MAX_DEVICES)
 
 
 def facility_options(func):
@@ -68,31 +77,31 @@ def facility_options(func):
         click.option("--region", default=None,
                      help="Grid by region within --country, where codecarbon has regions "
                           "(US states, Canadian provinces, Chinese provinces, Nordic zones)."),
-        click.option("--grid-g-per-kwh", type=NON_NEGATIVE, default=None,
+        click.option("--grid-g-per-kwh", type=non_negative(max=1e5), default=None,
                      help="Grid carbon intensity given explicitly, gCO2e/kWh (instead of --country)."),
-        click.option("--pue", type=click.FloatRange(min=1.0), default=None,
+        click.option("--pue", type=click.FloatRange(min=1.0, max=100), default=None,
                      help="Power usage effectiveness of the facility (>= 1.0). Default 1.0, or the results' own."),
-        click.option("--usd-per-kwh", type=NON_NEGATIVE, default=None,
+        click.option("--usd-per-kwh", type=non_negative(max=1e4), default=None,
                      help="Electricity price, $/kWh. Default 0.15, or the results' own."),
-        click.option("--usd-per-device-hour", type=NON_NEGATIVE, default=None,
+        click.option("--usd-per-device-hour", type=non_negative(max=1e6), default=None,
                      help="Device rental price, $/device-hour. Default 0, or the results' own."),
         click.option("--embodied", is_flag=True,
                      help="Add embodied (manufacturing) carbon, shown separately, amortised per device-hour."),
-        click.option("--embodied-kgco2e", type=POSITIVE, default=None,
+        click.option("--embodied-kgco2e", type=positive(max=1e7), default=None,
                      help="Embodied kgCO2e per device (implies --embodied). Default: the hardware table's figure."),
         click.option("--embodied-source", default=None,
                      help="Where --embodied-kgco2e comes from, shown with the result."),
-        click.option("--lifetime-years", type=POSITIVE, default=None,
+        click.option("--lifetime-years", type=click.FloatRange(min=0.01, max=100), default=None,
                      help="Device lifetime for amortising embodied carbon (default 6, as in the BLOOM paper)."),
-        click.option("--utilisation", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+        click.option("--utilisation", type=click.FloatRange(min=1e-3, max=1), default=None,
                      help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper)."),
         click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
                      help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE)."),
-        click.option("--host-w-per-device", type=NON_NEGATIVE, default=None,
+        click.option("--host-w-per-device", type=non_negative(max=WATTS), default=None,
                      help="Host power (CPUs, memory, network) per device, W, drawn for every device-hour."),
-        click.option("--host-w-per-node", type=NON_NEGATIVE, default=None,
+        click.option("--host-w-per-node", type=non_negative(max=100 * WATTS), default=None,
                      help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device."),
-        click.option("--devices-per-node", type=COUNT, default=None, help="Devices per node, for --host-w-per-node."),
+        click.option("--devices-per-node", type=count(max=10**6), default=None, help="Per node, for --host-w-per-node."),
         format_option("Output format; JSON keys carry their units."),
     ]
     for option in reversed(options):
@@ -102,34 +111,34 @@ def facility_options(func):
 
 @click.command()
 @click.option("--model", default=None, help="Model card name or YAML path (e.g. opt-175b): gives the architecture.")
-@click.option("--params", type=Amount(integer=True), default=None,
+@click.option("--params", type=Amount(integer=True, max=1e15), default=None,
               help="Parameter count N, instead of --model (e.g. 175e9); needs --layers, --d-model, --seq-len.")
-@click.option("--layers", type=COUNT, default=None, help="Transformer layers, with --params.")
-@click.option("--d-model", type=COUNT, default=None, help="Model width (heads x head size), with --params.")
-@click.option("--seq-len", type=COUNT, default=None,
+@click.option("--layers", type=count(max=MAX_LAYERS), default=None, help="Transformer layers, with --params.")
+@click.option("--d-model", type=count(max=MAX_WIDTH), default=None, help="Model width (heads x head), with --params.")
+@click.option("--seq-len", type=count(max=MAX_POSITIONS), default=None,
               help="Training sequence length (attention FLOPs grow with it). Default with --model: the card's context.")
-@click.option("--tokens", type=Amount(), default=None,
+@click.option("--tokens", type=Amount(max=1e18), default=None,
               help="Training tokens D (e.g. 300e9). Default: the card's published figure, if any.")
 @click.option("--hardware", default=None, help="Device kind from the hardware table (e.g. a100-80gb, h100-sxm).")
 @click.option("--devices", type=COUNT, default=None, help="Number of devices.")
-@click.option("--mfu", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+@click.option("--mfu", type=click.FloatRange(min=1e-6, max=1), default=None,
               help="Model FLOPs utilisation: model FLOPs per second / the device's dense bf16 peak (0-1).")
-@click.option("--achieved-tflops", type=POSITIVE, default=None,
+@click.option("--achieved-tflops", type=click.FloatRange(min=1e-6, max=1e6), default=None,
               help="Achieved hardware TFLOP/s per device, recomputation counted with --recompute (as OPT and BLOOM "
                    "published theirs), instead of --mfu.")
 @click.option("--recompute", is_flag=True,
               help="Activation recomputation: hardware FLOPs add one forward of every layer; model FLOPs do not change.")
-@click.option("--device-power-w", type=POSITIVE, default=None,
+@click.option("--device-power-w", type=positive(max=WATTS), default=None,
               help="Average power per device, W. Default: the hardware's mean power if its file gives one, else its TDP.")
-@click.option("--hours", type=POSITIVE, default=None, help="Wall-clock hours (power mode, with --devices).")
-@click.option("--device-hours", type=Amount(), default=None,
+@click.option("--hours", type=positive(max=1e6), default=None, help="Wall-clock hours (power mode, with --devices).")
+@click.option("--device-hours", type=Amount(max=1e12), default=None,
               help="Device-hours, as footprint papers publish them (power mode, instead of --devices and --hours).")
 @click.option("--from", "results", type=click.Path(exists=True), default=None,
               help="Results file or directory: the MFU measured there (training) or the point to serve (inference).")
 @click.option("--select", "selects", multiple=True, metavar="KEY=VALUE",
               help="Pick one point of --from by a column, e.g. --select batch_size=8 (repeatable).")
-@click.option("--requests-per-day", type=Amount(), default=None, help="Inference load: requests per day.")
-@click.option("--tokens-per-request", type=Amount(), default=None, help="Inference load: tokens per request.")
+@click.option("--requests-per-day", type=Amount(max=1e15), default=None, help="Inference load: requests per day.")
+@click.option("--tokens-per-request", type=Amount(max=1e9), default=None, help="Inference load: tokens per request.")
 @facility_options
 def estimate(**opts: Any) -> None:
     """Extrapolate to a whole job: FLOPs, device-hours, wall days, MWh, tCO2e and $.
@@ -153,7 +162,7 @@ def estimate(**opts: Any) -> None:
     if opts["fmt"] == "json":
         echo_json(result.to_dict())
     else:
-        click.echo(render_text(result))
+        echo_safe(render_text(result))  # names and descriptions come from cards and hardware files
 
 
 # ---- mode selection and flag conflicts -------------------------------------------------

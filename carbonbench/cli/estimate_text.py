@@ -7,7 +7,7 @@ Every figure is labelled with the FLOPs it counts: model FLOPs (MFU) and hardwar
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
 
 def num(x: Optional[float], digits: int = 4) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from carbonbench.cli.output import echo_json, format_option
-from carbonbench.cli.table import format_table
+from carbonbench.cli.table import echo_safe, format_table
 
 
 @click.command()
@@ -15,9 +15,9 @@ from carbonbench.cli.table import format_table
 @click.option("--hardware", required=True, help="Device kind from the hardware table (e.g. a100-80gb, h100-sxm).")
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="Weight dtype (repeatable). Default: fp32, bf16 and int8. int8 is for inference only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1, max=1 << 24), default=1, show_default=True,
               help="Sequences in a batch (training: across all devices).")
-@click.option("--seq-len", type=click.IntRange(min=1), default=None,
+@click.option("--seq-len", type=click.IntRange(min=1, max=1 << 24), default=None,
               help="Tokens per sequence, prompt plus generated for inference. Default: the model's context length.")
 @click.option("--mode", type=click.Choice(["inference", "training", "both"]), default="both", show_default=True,
               help="Which memory to plan.")
@@ -52,7 +52,7 @@ def plan(model: str, hardware: str, dtypes: tuple[str, ...], batch_size: int, se
     if fmt == "json":
         echo_json(result.to_dict())
     else:
-        click.echo(render_text(result))
+        echo_safe(render_text(result))  # names and descriptions come from cards and hardware files
 
 
 def gb(n: int) -> str:

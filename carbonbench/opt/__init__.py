@@ -8,6 +8,7 @@ staged in host memory.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import psutil
@@ -91,19 +92,22 @@ def available_bytes(device: torch.device) -> int:
 
 
 def _allocate(arch: Architecture, device, dtype: torch.dtype, name: str) -> OPT:
-    """An uninitialised model on device, after checking that its weights fit there."""
+    """An uninitialised model on device, after checking that its weights fit there.
+
+    The size comes from the architecture's numbers, before any module exists: building
+    even on the meta device takes time in proportion to the layers.
+    """
     device = target_device(device)
+    if device.type != "meta":
+        needed, free = arch.param_count() * dtype.itemsize, available_bytes(device)
+        if needed > free:
+            raise ModelTooLargeError(
+                f"{name} needs {needed / GB:.1f} GB of weights in {str(dtype).removeprefix('torch.')}"
+                f" but {device} has {free / GB:.1f} GB free"
+            )
     with torch.device("meta"):
         model = OPT(arch).to(dtype)
-    if device.type == "meta":
-        return model
-    needed, free = arch.param_count() * dtype.itemsize, available_bytes(device)
-    if needed > free:
-        raise ModelTooLargeError(
-            f"{name} needs {needed / GB:.1f} GB of weights in {str(dtype).removeprefix('torch.')}"
-            f" but {device} has {free / GB:.1f} GB free"
-        )
-    return model.to_empty(device=device)
+    return model if device.type == "meta" else model.to_empty(device=device)
 
 
 def target_device(device) -> torch.device:
@@ -122,7 +126,7 @@ def _from_checkpoint(
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found (named by card {name})")
     config = directory / "config.json"
-    if not config.is_file():
+    if not os.path.lexists(config):  # a pipe or a link out is refused when read, not passed over
         raise CheckpointError(f"{directory}: no config.json, so not a Hugging Face checkpoint")
     arch = arch_from_hf_config(config)
     if card_arch is not None and arch != card_arch:

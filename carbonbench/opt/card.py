@@ -12,7 +12,7 @@ from pathlib import Path
 from importlib import resources
 from typing import Literal, Optional
 
-from carbonbench.config import FieldError, build, closest, positive, read_yaml
+from carbonbench.config import FieldError, build, check_bounds, closest, positive, read_yaml
 from carbonbench.errors import ConfigError
 
 SHIPPED_CARDS = "carbonbench.model"  # the package that pyproject.toml maps model/ to
@@ -27,16 +27,26 @@ ACTIVATIONS = (
 )
 ActivationName = Literal[ACTIVATIONS]
 
+# Ceilings on an architecture, each far above any published model (OPT-175B: 96 layers,
+# d_model 12288; the largest vocabularies are near 2^18), so that a card or config.json
+# of 10^8 layers is refused from its numbers, not after minutes spent building it.
+MAX_LAYERS = 4096
+MAX_HEADS = 1 << 16
+MAX_WIDTH = 1 << 20  # d_model and word_embed_proj_dim
+MAX_FFN = 1 << 22
+MAX_VOCAB = 1 << 24
+MAX_POSITIONS = 1 << 24  # also the longest prompt, generation or training sequence a scenario may ask for
+
 
 @dataclass(frozen=True)
 class Architecture:
-    n_layers: int = field(metadata=positive())
-    n_heads: int = field(metadata=positive())
-    d_model: int = field(metadata=positive())
-    ffn_dim: int = field(metadata=positive())
-    vocab_size: int = field(default=50272, metadata=positive())
-    max_positions: int = field(default=2048, metadata=positive())
-    word_embed_proj_dim: Optional[int] = field(default=None, metadata=positive())
+    n_layers: int = field(metadata=positive(max=MAX_LAYERS))
+    n_heads: int = field(metadata=positive(max=MAX_HEADS))
+    d_model: int = field(metadata=positive(max=MAX_WIDTH))
+    ffn_dim: int = field(metadata=positive(max=MAX_FFN))
+    vocab_size: int = field(default=50272, metadata=positive(max=MAX_VOCAB))
+    max_positions: int = field(default=2048, metadata=positive(max=MAX_POSITIONS))
+    word_embed_proj_dim: Optional[int] = field(default=None, metadata=positive(max=MAX_WIDTH))
     activation: ActivationName = "relu"
     layer_norm: Literal["pre", "post"] = "pre"
     # The rest mirror OPTConfig settings that the published checkpoints leave at these
@@ -48,6 +58,7 @@ class Architecture:
     pad_token_id: Optional[int] = 1  # the embedding row that gets no gradient; None for none
 
     def __post_init__(self):
+        check_bounds(self)  # also when built from a checkpoint's config.json, not through config.build
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", self.n_heads, f"must divide d_model ({self.d_model})")
         if self.word_embed_proj_dim is None:

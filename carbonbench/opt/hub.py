@@ -13,6 +13,11 @@ one ``refs/main`` names): an ordinary checkpoint directory, read by ``checkpoint
 Nothing is downloaded: the look-up passes ``local_files_only=True`` and, for its length,
 puts huggingface_hub in offline mode (what ``HF_HUB_OFFLINE=1`` does), so a request made
 by mistake fails instead of reaching the network.
+
+huggingface_hub reads ``refs/main`` and ``trees/<commit>.json`` with a plain open, which
+blocks forever on a named pipe, and joins the ref's text into a path. Both files are
+checked here first (regular, small, the ref a commit hash), and the cache is listed for
+"did you mean" hints by its folder names only, without reading a file.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from pathlib import Path
 
 from carbonbench.config import closest
 from carbonbench.errors import ConfigError
+from carbonbench.reading import MAX_CONFIG, UnreadableFile, check_regular, read_text
 from carbonbench.opt.card import Card, find_card
 
 # A namespace and a name, each as huggingface_hub's validate_repo_id allows: ASCII
 # letters, digits, "_", "-" and ".", starting and ending with a letter, digit or "_".
 _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 _HUB_ID = re.compile(rf"{_PART}/{_PART}", re.ASCII)
+_COMMIT = re.compile(r"[0-9a-f]{40}", re.ASCII)
 
 
 def is_hub_id(entry: str | Path) -> bool:
@@ -52,6 +59,7 @@ def snapshot(repo_id: str) -> Path:
     from huggingface_hub.utils import HFValidationError, LocalEntryNotFoundError
 
     cache = cache_dir()
+    _check_cache_files(cache / f"models--{repo_id.replace('/', '--')}")
     try:
         with _offline():
             path = Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
@@ -62,7 +70,7 @@ def snapshot(repo_id: str) -> Path:
             raise ConfigError(f"{repo_id}: the cached snapshot in {cache} is incomplete ({_one_line(exc)}); "
                               f"finish it {_how_to_get(repo_id)}") from None
         raise ConfigError(_missing(repo_id, cache)) from None
-    if not (path / "config.json").is_file():
+    if not os.path.lexists(path / "config.json"):
         raise ConfigError(f"{repo_id}: the cached snapshot {path} has no config.json, so it is not a complete "
                           f"checkpoint; get the whole model {_how_to_get(repo_id)}")
     return path
@@ -75,7 +83,7 @@ def card_for(entry: str | Path) -> Card:
     path = Path(entry)
     if path.is_dir():
         config = path / "config.json"
-        if not config.is_file():
+        if not os.path.lexists(config):
             raise ConfigError(f"{path}: not a checkpoint directory (no config.json)")
         return Card(name=path.name, architecture=arch_from_hf_config(config), checkpoint=str(path), path=str(config))
     if is_hub_id(entry):
@@ -88,15 +96,39 @@ def card_for(entry: str | Path) -> Card:
 
 
 def cached_models(cache: Path | None = None) -> list[str]:
-    """The model ids in the cache (huggingface_hub's scan_cache_dir); [] when there is no cache."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.utils import CacheNotFound
+    """The model ids in the cache, from its models--org--name folders; [] when there is no cache.
 
+    Names only: huggingface_hub's scan_cache_dir would read every repository's refs
+    (any of which may be a named pipe) and walk every snapshot.
+    """
     try:
-        info = scan_cache_dir(cache or cache_dir())
-    except (CacheNotFound, OSError):
+        names = os.listdir(cache or cache_dir())
+    except (OSError, ValueError):
         return []
-    return sorted(r.repo_id for r in info.repos if r.repo_type == "model")
+    return sorted(n.removeprefix("models--").replace("--", "/", 1) for n in names
+                  if n.startswith("models--") and "--" in n.removeprefix("models--"))
+
+
+def _check_cache_files(storage: Path) -> None:
+    """What huggingface_hub will read of this repository: refs/main, a commit hash, and
+    its commit's tree listing, each a small regular file."""
+    ref = storage / "refs" / "main"
+    if not os.path.lexists(ref):
+        return
+    try:
+        commit = read_text(ref, 4096)
+    except UnreadableFile as exc:
+        raise ConfigError(f"{exc} (in the Hugging Face cache)") from None
+    if not _COMMIT.fullmatch(commit):
+        raise ConfigError(f"{ref}: not a commit hash (got {commit[:60]!r}); the cache is damaged: "
+                          "remove this repository's folder and download it again")
+    tree = storage / "trees" / f"{commit}.json"
+    if os.path.lexists(tree):
+        try:
+            if check_regular(tree).st_size > MAX_CONFIG * 16:
+                raise ConfigError(f"{tree}: too large for a tree listing")
+        except UnreadableFile as exc:
+            raise ConfigError(f"{exc} (in the Hugging Face cache)") from None
 
 
 @contextlib.contextmanager

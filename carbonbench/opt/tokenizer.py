@@ -2,11 +2,16 @@
 
 OPT uses GPT-2's byte-level BPE and starts every sequence with ``</s>`` (id 2); padding
 is id 1 and goes on the left so that every row's last position is a real token.
+
+Tokenizer files and prompts are read through ``carbonbench.files`` and handed to the
+tokenizers library as text, never as paths: its own reader would block on a named pipe
+and read /dev/zero until memory runs out.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -15,6 +20,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from torch import Tensor
 
 from carbonbench.errors import CheckpointError, ConfigError, UserError
+from carbonbench.reading import MAX_PROMPTS, MAX_TOKENIZER, JSONContentError, UnreadableFile, parse_json, read_text
+from carbonbench.opt.checkpoint import inside
 from carbonbench.opt.model import PAD_ID
 
 BOS = "</s>"
@@ -30,18 +37,19 @@ def load_tokenizer(directory: str | Path) -> Tokenizer | None:
     """
     directory = Path(directory)
     path, vocab, merges = (directory / n for n in ("tokenizer.json", "vocab.json", "merges.txt"))
-    if path.is_file():
+    if os.path.lexists(path):  # present but a pipe or a link out of the directory: refused, not skipped
+        text = _read(path, directory)
         try:
-            return Tokenizer.from_file(str(path))
+            return Tokenizer.from_str(text)
         except Exception as exc:  # tokenizers raises a bare Exception for any bad file
             raise CheckpointError(f"{path}: unreadable tokenizer ({_one_line(exc)})") from None
-    if not (vocab.is_file() and merges.is_file()):
+    if not (os.path.lexists(vocab) and os.path.lexists(merges)):
         return None
+    ids, pairs = _vocab_and_merges(vocab, merges, directory)
     try:
-        tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        tokenizer = Tokenizer(models.BPE(ids, pairs))
     except Exception as exc:
-        why = _one_line(exc)
-        raise CheckpointError(f"{directory}: unreadable vocab.json/merges.txt ({why})") from None
+        raise CheckpointError(f"{directory}: unreadable vocab.json/merges.txt ({_one_line(exc)})") from None
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     bos_id = tokenizer.token_to_id(BOS)
@@ -51,6 +59,40 @@ def load_tokenizer(directory: str | Path) -> Tokenizer | None:
             single=f"{BOS} $A", special_tokens=[(BOS, bos_id)]
         )
     return tokenizer
+
+
+def _read(path: Path, directory: Path) -> str:
+    try:
+        return read_text(inside(path, directory), MAX_TOKENIZER)
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _vocab_and_merges(vocab_path: Path, merges_path: Path, directory: Path) -> tuple[dict, list]:
+    """vocab.json and merges.txt read as tokenizers' BPE.from_file reads them."""
+    try:
+        vocab = parse_json(_read(vocab_path, directory), finite=False)
+    except (json.JSONDecodeError, JSONContentError, RecursionError) as exc:
+        raise CheckpointError(f"{vocab_path}: unreadable vocab.json ({_one_line(exc)})") from None
+    if not isinstance(vocab, dict):
+        raise CheckpointError(f"{vocab_path}: unreadable vocab.json (expected a JSON object of token ids)")
+    # Entries whose id is not a number are passed over, as tokenizers does.
+    ids = {str(k): v for k, v in vocab.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if any(not 0 <= v < 2**32 for v in ids.values()):
+        raise CheckpointError(f"{vocab_path}: unreadable vocab.json (a token id outside 0..2^32)")
+    merges = []
+    lines = _read(merges_path, directory).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        if line.startswith("#version"):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise CheckpointError(f"{merges_path}: line {number}: expected two tokens separated by a space")
+        merges.append((parts[0], parts[1]))
+    return ids, merges
 
 
 def synthetic_prompts(batch: int, length: int, vocab_size: int, seed: int = 0) -> Tensor:
@@ -68,11 +110,9 @@ def read_prompts(path: str | Path) -> list[str]:
     if path.suffix not in (".txt", ".jsonl"):
         raise ConfigError(f"{path}: prompts must be a .txt or .jsonl file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read file ({_one_line(exc)})") from None
+        text = read_text(path, MAX_PROMPTS)
+    except UnreadableFile as exc:
+        raise ConfigError(str(exc)) from None
     if path.suffix == ".txt":
         prompts = [p.strip() for p in BLANK_LINES.split(text)]
     else:
@@ -110,9 +150,13 @@ def encode_prompts(
 
 def _jsonl_prompt(path: Path, number: int, line: str) -> str:
     try:
-        record = json.loads(line)
+        record = parse_json(line, finite=False)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+    except JSONContentError as exc:
+        raise ConfigError(f"{path}: line {number}: {exc.why}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: line {number}: invalid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise ConfigError(f"{path}: line {number}: expected a JSON object, got {line.strip()[:40]}")
     for key in PROMPT_KEYS:

@@ -59,7 +59,9 @@ class Comparison:
 
     def summary(self) -> list[dict[str, Any]]:
         """Per workload: geometric-mean ratio B/A of each metric over the matched points."""
-        out = []
+        out: list[dict[str, Any]] = []
+        if self.matched.empty:  # no point on both sides: a frame without even the columns to group by
+            return out
         for workload, group in self.matched.groupby("workload", sort=False):
             item: dict[str, Any] = {"workload": workload, "points": len(group)}
             for m in METRICS:

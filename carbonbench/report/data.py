@@ -19,6 +19,7 @@ import pandas as pd
 from carbonbench import stats
 from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
+from carbonbench.reading import MAX_TIMELINE, UnreadableFile, printable, read_text
 from carbonbench.meters.base import weakest_method
 from carbonbench import records
 from carbonbench.records import POINT_FIELDS, RunRecord
@@ -77,8 +78,8 @@ def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
         except ResultsError as exc:
             if on_error != "skip":
                 raise
-            warnings.warn(f"skipped {exc}", stacklevel=2)
-            skipped.append(str(exc))
+            warnings.warn(f"skipped {printable(exc)}", stacklevel=2)  # the file's name and keys, shown safely
+            skipped.append(printable(exc))
             continue
         if record.run_id in seen:
             continue
@@ -138,14 +139,17 @@ def _timeline(path: Path, record: RunRecord) -> tuple[Optional[pd.DataFrame], st
         return None, "this run recorded no power timeline"
     # The file name comes from the result file; only a name beside it is read.
     tl_path = path.parent / Path(str(name)).name
+    shown = printable(tl_path.name)
     try:
-        text = tl_path.read_text(encoding="utf-8")
+        text = read_text(tl_path, MAX_TIMELINE)  # a pipe or /dev/zero here would hang the report
         # Appended after every window: a kill mid-append leaves a partial last line.
         tl = pd.read_csv(io.StringIO(text[: text.rfind("\n") + 1]))
-    except FileNotFoundError:
-        return None, f"timeline file {Path(str(name)).name} is missing beside the result file"
-    except (OSError, ValueError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
-        return None, f"timeline file {Path(str(name)).name} could not be read ({type(exc).__name__})"
+    except UnreadableFile as exc:
+        if exc.missing:
+            return None, f"timeline file {shown} is missing beside the result file"
+        return None, f"timeline file {shown} could not be read: {exc.phrase('timeline file')}"
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        return None, f"timeline file {shown} could not be read ({type(exc).__name__})"
     missing = {"unix_s", "component", "power_w"} - set(tl.columns)
     if missing:
         return None, f"timeline file lacks columns {', '.join(sorted(missing))}"
@@ -299,6 +303,15 @@ def _codecarbon(ok: pd.DataFrame) -> dict[str, Any]:
     for kind in ("gpu", "cpu", "ram"):
         out[f"codecarbon_{kind}_j_per_token"] = _sum(have[f"codecarbon_{kind}_energy_j"]) / tokens
     return out
+
+
+def empty_reason(points: pd.DataFrame) -> str:
+    """Why a chart of energy has nothing to draw: no point succeeded, or (every meter a null
+    meter) points ran but none has an energy figure, which must not read as a failure."""
+    if (points["status"] == "ok").any():
+        return ("Points were measured, but none has an energy figure (energy method: none, no meter for any "
+                "component): their timings are in the tables.")
+    return "No point was measured successfully."
 
 
 def machines(data: ReportData) -> list[tuple[tuple, list[Run]]]:

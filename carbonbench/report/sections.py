@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pandas as pd
 
 from carbonbench.carbon import DEFAULT_PLACES, where_to_run
 from carbonbench.report import caveats
 from carbonbench.report import compare as cmp
 from carbonbench.report import figures as figs
 from carbonbench.report import training
-from carbonbench.report.data import POINT_KEYS, ReportData, machines
+from carbonbench.report.data import POINT_KEYS, ReportData, empty_reason, machines
 from carbonbench.report.html import Cell, Figures, banner, esc, num_cell, number, section, table
 
 METHOD_HELP = (
@@ -91,7 +90,7 @@ def _estimated_components(data: ReportData) -> list[str]:
 def _headline(data: ReportData) -> str:
     ok = data.points[(data.points["status"] == "ok") & data.points["joules_per_token_mean"].notna()]
     if ok.empty:
-        return _note("No point was measured successfully.")
+        return _note(empty_reason(data.points))
     rows = []
     for _, g in ok.groupby(["run_label", "model", "workload"], sort=False):
         p = g.loc[g["joules_per_token_mean"].idxmin()]
@@ -235,7 +234,7 @@ def _unmatched(c: cmp.Comparison) -> str:
 def cost(data: ReportData, figures: Figures, colors: dict[str, str]) -> str:
     parts = []
     for builder, missing in (
-        (figs.cost_vs_batch, "No point was measured successfully."),
+        (figs.cost_vs_batch, empty_reason(data.points)),
         (figs.cost_vs_length, "Each line was measured at one sequence length only; list several prompt_tokens or "
                               "seq_len values in the scenario to see cost against length."),
         (figs.by_model_size, "One model size only; list several models in the scenario to compare sizes."),
@@ -250,7 +249,7 @@ def cost(data: ReportData, figures: Figures, colors: dict[str, str]) -> str:
 def tradeoff(data: ReportData, figures: Figures, colors: dict[str, str]) -> str:
     parts = []
     fig = figs.tradeoff(data.points, colors)
-    parts.append(figures.embed(fig) if fig is not None else _note("No point was measured successfully."))
+    parts.append(figures.embed(fig) if fig is not None else _note(empty_reason(data.points)))
     fig = figs.latency(data.points, colors)
     parts.append(figures.embed(fig) if fig is not None else _note("No decode points, so no latency figures."))
     return section("tradeoff", "Trade-off: throughput, energy and latency", "".join(parts),
@@ -260,7 +259,7 @@ def tradeoff(data: ReportData, figures: Figures, colors: dict[str, str]) -> str:
 
 def breakdown(data: ReportData, figures: Figures) -> str:
     fig = figs.breakdown(data.points, data.runs)
-    body = figures.embed(fig) if fig is not None else _note("No point was measured successfully.")
+    body = figures.embed(fig) if fig is not None else _note(empty_reason(data.points))
     intro = ("Where the energy goes, as shares of each point's J/token. 'Idle baseline' is the machine's idle "
              "power (measured before the sweep) times the window; 'above idle' is the rest.")
     return section("breakdown", "Energy breakdown", body, esc(intro))
@@ -292,7 +291,8 @@ def carbon(data: ReportData, figures: Figures, colors: dict[str, str]) -> str:
     best = info.dropna(subset=["jpt"]).sort_values("jpt").groupby(["run_label", "model", "workload"]).head(1)
     shown = merged[merged["label"].isin(best["label"]) & merged["run_label"].isin(best["run_label"])]
     shown = shown.merge(best[["run_label", "label"]], on=["run_label", "label"])
-    parts = [figures.embed(figs.carbon_by_grid(shown))]
+    fig = figs.carbon_by_grid(shown)  # None when no point has energy (every meter a null meter)
+    parts = [figures.embed(fig) if fig is not None else _note(empty_reason(data.points))]
     places = list(dict.fromkeys(merged["place_label"]))
     rows = []
     for (run, label), g in merged.groupby(["run_label", "label"], sort=False):
