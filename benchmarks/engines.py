@@ -79,8 +79,9 @@ def engine_scenarios(base: sc.Scenario, baseline: dict[str, Any], rounds: int) -
     return out
 
 
-def selected_points(scenario: sc.Scenario, train_models: Optional[list[str]],
-                    workloads: Optional[list[str]] = None) -> list[sc.Point]:
+def selected_points(
+    scenario: sc.Scenario, train_models: Optional[list[str]], workloads: Optional[list[str]] = None
+) -> list[sc.Point]:
     """The scenario's points, less training for models not in train_models and, when
     given, workloads not listed. Filtering points (not the scenario) keeps each engine's
     run file the same, so a later call with other filters resumes into it."""
@@ -92,8 +93,9 @@ def selected_points(scenario: sc.Scenario, train_models: Optional[list[str]],
     return [p for p in points if p.workload != "train" or p.model in train_models]
 
 
-def run_interleaved(scenarios: dict, points: list[sc.Point], runs_dir: Path, device: str, quick: bool,
-                    log=print) -> None:
+def run_interleaved(
+    scenarios: dict, points: list[sc.Point], runs_dir: Path, device: str, quick: bool, log=print
+) -> None:
     rounds = sorted({r for _, r in scenarios})
     total, done, t0 = len(points) * len(scenarios), 0, time.perf_counter()
     for r in rounds:
@@ -102,9 +104,17 @@ def run_interleaved(scenarios: dict, points: list[sc.Point], runs_dir: Path, dev
             for label in order:
                 scenario = scenarios[(label, r)]
                 done += 1
-                log(f"[{done}/{total} {time.perf_counter() - t0:.0f}s] round {r} {scenario.engine.name:12s} {point.key}")
-                runner = Runner(scenario, runs_dir, device=device, quick_run=quick, resume=True,
-                                hooks=Hooks(log=lambda msg: None if msg.startswith(("resume:", "1 points")) else log("  " + msg)))
+                log(
+                    f"[{done}/{total} {time.perf_counter() - t0:.0f}s] round {r} {scenario.engine.name:12s} {point.key}"
+                )
+                runner = Runner(
+                    scenario,
+                    runs_dir,
+                    device=device,
+                    quick_run=quick,
+                    resume=True,
+                    hooks=Hooks(log=lambda msg: None if msg.startswith(("resume:", "1 points")) else log("  " + msg)),
+                )
                 runner.points = [point]  # this point only, appended to the engine's run file
                 outcome = runner.run()
                 for rec in outcome.run.points:
@@ -123,7 +133,13 @@ def _spread(values: list[float]) -> dict[str, Any]:
     if not vals:
         return {"mean": None, "min": None, "max": None, "ci95": None, "n": 0}
     mean, _, half = ci95(vals)
-    return {"mean": mean, "min": min(vals), "max": max(vals), "ci95": None if math.isnan(half) else half, "n": len(vals)}
+    return {
+        "mean": mean,
+        "min": min(vals),
+        "max": max(vals),
+        "ci95": None if math.isnan(half) else half,
+        "n": len(vals),
+    }
 
 
 def _geomean(xs: list[float]) -> Optional[float]:
@@ -200,8 +216,13 @@ def summarise(runs_dir: Path, ceilings: dict) -> dict:
         p = entry["point"]
         arch = model_card(p["model"]).architecture
         itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}.get(entry.get("dtype"), 4)
-        row: dict[str, Any] = {"key": key, "model": p["model"], "workload": p["workload"], "batch_size": p["batch_size"],
-                               "engines": {k: v for k, v in entry["engines"].items()}}
+        row: dict[str, Any] = {
+            "key": key,
+            "model": p["model"],
+            "workload": p["workload"],
+            "batch_size": p["batch_size"],
+            "engines": {k: v for k, v in entry["engines"].items()},
+        }
         metric = {"decode": decode_tokens_per_s}.get(p["workload"], tokens_per_s)
         for label in ("A", "B"):
             recs = entry[label]
@@ -209,23 +230,41 @@ def summarise(runs_dir: Path, ceilings: dict) -> dict:
             window_tps = [v for r in sorted(recs) for v in _repeat_values(recs[r], tokens_per_s)]
             jpt = [v for r in sorted(recs) for v in _repeat_values(recs[r], joules_per_token)]
             statuses = sorted({rec.get("status") for rec in recs.values()})
-            side = {"tokens_per_s": _spread(tps), "window_tokens_per_s": _spread(window_tps),
-                    "joules_per_token": _spread(jpt), "status": ",".join(s for s in statuses if s),
-                    "errors": sorted({rec.get("error") for rec in recs.values() if rec.get("error")}),
-                    "compile_s": _mean([(rec.get("warmup") or {}).get("compile_s") for rec in recs.values()]),
-                    "first_step_s": _mean([(rec.get("warmup") or {}).get("first_step_s") for rec in recs.values()]),
-                    "energy_method": sorted({rep.get("energy_method") for rec in recs.values() for rep in rec.get("repeats", [])} - {None})}
+            side = {
+                "tokens_per_s": _spread(tps),
+                "window_tokens_per_s": _spread(window_tps),
+                "joules_per_token": _spread(jpt),
+                "status": ",".join(s for s in statuses if s),
+                "errors": sorted({rec.get("error") for rec in recs.values() if rec.get("error")}),
+                "compile_s": _mean([(rec.get("warmup") or {}).get("compile_s") for rec in recs.values()]),
+                "first_step_s": _mean([(rec.get("warmup") or {}).get("first_step_s") for rec in recs.values()]),
+                "energy_method": sorted(
+                    {rep.get("energy_method") for rec in recs.values() for rep in rec.get("repeats", [])} - {None}
+                ),
+            }
             mean_tps = side["tokens_per_s"]["mean"]
             if p["workload"] == "decode":
-                ceiling = roofline.decode_roofline_tokens_per_s(arch, p["batch_size"], p["prompt_tokens"], p["new_tokens"], itemsize, bandwidth)
+                ceiling = roofline.decode_roofline_tokens_per_s(
+                    arch, p["batch_size"], p["prompt_tokens"], p["new_tokens"], itemsize, bandwidth
+                )
                 side["roofline_tokens_per_s"] = ceiling
                 side["roofline_fraction"] = mean_tps / ceiling if mean_tps else None
             elif p["workload"] == "prefill":
-                flops = [rep["flops"] / rep["duration_s"] for r in recs.values() if r.get("status") == "ok" for rep in r["repeats"]]
+                flops = [
+                    rep["flops"] / rep["duration_s"]
+                    for r in recs.values()
+                    if r.get("status") == "ok"
+                    for rep in r["repeats"]
+                ]
                 side["mfu"] = _mean([f / peak for f in flops])
             else:
                 per_step = roofline.train_model_flops(arch, p["batch_size"], p["seq_len"])
-                steps_per_s = [rep["steps"] / rep["duration_s"] for r in recs.values() if r.get("status") == "ok" for rep in r["repeats"]]
+                steps_per_s = [
+                    rep["steps"] / rep["duration_s"]
+                    for r in recs.values()
+                    if r.get("status") == "ok"
+                    for rep in r["repeats"]
+                ]
                 side["mfu"] = _mean([s * per_step / peak for s in steps_per_s])
             row[label] = side
         row["speedup"] = _spread(_paired(entry, metric))  # A / B
@@ -244,8 +283,14 @@ def _paired(entry: dict, fn) -> list[float]:
 
 
 def _order(p: dict):
-    return (p["model"], ["prefill", "decode", "train"].index(p["workload"]), p["batch_size"],
-            p.get("prompt_tokens", 0), p.get("new_tokens", 0), p.get("seq_len", 0))
+    return (
+        p["model"],
+        ["prefill", "decode", "train"].index(p["workload"]),
+        p["batch_size"],
+        p.get("prompt_tokens", 0),
+        p.get("new_tokens", 0),
+        p.get("seq_len", 0),
+    )
 
 
 def _headline(rows: list[dict]) -> dict:
@@ -272,23 +317,44 @@ def _targets(rows: list[dict]) -> list[dict]:
     dec = [r for r in rows if r["model"] == "opt-1.3b" and r["workload"] == "decode" and r["batch_size"] == 1]
     for r in dec:
         frac = r["A"].get("roofline_fraction")
-        out.append({"target": f"{r['key']}: >= {TARGET_DECODE_ROOFLINE:.0%} of the bandwidth roofline",
-                    "value": frac, "met": frac is not None and frac >= TARGET_DECODE_ROOFLINE})
+        out.append(
+            {
+                "target": f"{r['key']}: >= {TARGET_DECODE_ROOFLINE:.0%} of the bandwidth roofline",
+                "value": frac,
+                "met": frac is not None and frac >= TARGET_DECODE_ROOFLINE,
+            }
+        )
         sp = r["speedup"]["mean"]
-        out.append({"target": f"{r['key']}: >= {TARGET_DECODE_SPEEDUP:g}x transformers tokens/s",
-                    "value": sp, "met": sp is not None and sp >= TARGET_DECODE_SPEEDUP})
+        out.append(
+            {
+                "target": f"{r['key']}: >= {TARGET_DECODE_SPEEDUP:g}x transformers tokens/s",
+                "value": sp,
+                "met": sp is not None and sp >= TARGET_DECODE_SPEEDUP,
+            }
+        )
     train = [r for r in rows if r["model"] == "opt-1.3b" and r["workload"] == "train" and "s2048" in r["key"]]
     if train:
         best = max(train, key=lambda r: r["A"].get("mfu") or 0)
         mfu = best["A"].get("mfu")
-        out.append({"target": f"opt-1.3b training at seq 2048: >= {TARGET_TRAIN_MFU:.0%} MFU ({best['key']})",
-                    "value": mfu, "met": mfu is not None and mfu >= TARGET_TRAIN_MFU})
+        out.append(
+            {
+                "target": f"opt-1.3b training at seq 2048: >= {TARGET_TRAIN_MFU:.0%} MFU ({best['key']})",
+                "value": mfu,
+                "met": mfu is not None and mfu >= TARGET_TRAIN_MFU,
+            }
+        )
     worse = [r["key"] for r in rows if (r["energy_ratio"]["mean"] or 0) > 1]
     measured = [r for r in rows if r["energy_ratio"]["mean"]]
     if measured:
-        out.append({"target": "native J/token <= transformers at every point (mean over paired repeats)",
-                    "value": f"{len(measured) - len(worse)}/{len(measured)} points" + (f"; above at {', '.join(worse)}" if worse else ""),
-                    "met": not worse, "worse_at": worse})
+        out.append(
+            {
+                "target": "native J/token <= transformers at every point (mean over paired repeats)",
+                "value": f"{len(measured) - len(worse)}/{len(measured)} points"
+                + (f"; above at {', '.join(worse)}" if worse else ""),
+                "met": not worse,
+                "worse_at": worse,
+            }
+        )
     return out
 
 
@@ -333,13 +399,20 @@ def markdown(summary: dict, meta: dict) -> str:
             f"| {_f(a['compile_s'], 2)} |"
         )
     h = summary["headline"]
-    lines += ["", f"Geometric mean A/B tokens/s over {h['points']} points: **{_f(h['speedup_geomean'])}**"
-                  f" (points from {_f(h['speedup_min'])} to {_f(h['speedup_max'])}); J/token A/B: {_f(h['energy_ratio_geomean'])}"
-                  f" (worst {_f(h['energy_ratio_max'])})."]
+    lines += [
+        "",
+        f"Geometric mean A/B tokens/s over {h['points']} points: **{_f(h['speedup_geomean'])}**"
+        f" (points from {_f(h['speedup_min'])} to {_f(h['speedup_max'])}); J/token A/B: {_f(h['energy_ratio_geomean'])}"
+        f" (worst {_f(h['energy_ratio_max'])}).",
+    ]
     for w, s in h["speedup_by_workload"].items():
         lines.append(f"- {w}: {_f(s['geomean'])} ({_f(s['min'])} to {_f(s['max'])})")
-    failed = [(r["key"], lab, r[lab]["status"], r[lab]["errors"]) for r in summary["rows"] for lab in ("A", "B")
-              if r[lab]["status"] != "ok"]
+    failed = [
+        (r["key"], lab, r[lab]["status"], r[lab]["errors"])
+        for r in summary["rows"]
+        for lab in ("A", "B")
+        if r[lab]["status"] != "ok"
+    ]
     if failed:
         lines += ["", "Points not measured:"] + [f"- {k} {lab}: {st} {'; '.join(e)}" for k, lab, st, e in failed]
     if summary["targets"]:
@@ -365,12 +438,19 @@ def _opts(engine: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help="run the CPU scenario on the CPU, even with a GPU here")
-    parser.add_argument("--scenario", type=Path, help="default: bench-engines.yaml on a GPU, bench-engines-cpu.yaml on a CPU")
+    parser.add_argument(
+        "--scenario", type=Path, help="default: bench-engines.yaml on a GPU, bench-engines-cpu.yaml on a CPU"
+    )
     parser.add_argument("--models", help="comma-separated subset of the scenario's models")
-    parser.add_argument("--train-models", default=",".join(TRAIN_MODELS),
-                        help="models whose training points run (default %(default)s; 'all' for every model)")
+    parser.add_argument(
+        "--train-models",
+        default=",".join(TRAIN_MODELS),
+        help="models whose training points run (default %(default)s; 'all' for every model)",
+    )
     parser.add_argument("--workloads", help="comma-separated subset of prefill, decode, train (default: all)")
-    parser.add_argument("--baseline", default="", help="options of the transformers baseline, e.g. 'static_cache=true,compile=true'")
+    parser.add_argument(
+        "--baseline", default="", help="options of the transformers baseline, e.g. 'static_cache=true,compile=true'"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="passes over the points (ABBA order flips each round)")
     parser.add_argument("--out", type=Path, help="default: results/bench-engines/<cpu|cuda>")
     parser.add_argument("--quick", action="store_true", help="short windows: a smoke run, not a measurement")
@@ -443,8 +523,10 @@ def _best_ceilings(a: dict, b: dict) -> dict:
     out = dict(a)
     out["matmul"] = max(a["matmul"], b["matmul"], key=lambda m: m["flops_per_s"])
     out["memory"] = max(a["memory"], b["memory"], key=lambda m: m["bytes_per_s"])
-    out["probes"] = {"before": {"matmul": a["matmul"]["flops_per_s"], "memory": a["memory"]["bytes_per_s"]},
-                     "after": {"matmul": b["matmul"]["flops_per_s"], "memory": b["memory"]["bytes_per_s"]}}
+    out["probes"] = {
+        "before": {"matmul": a["matmul"]["flops_per_s"], "memory": a["memory"]["bytes_per_s"]},
+        "after": {"matmul": b["matmul"]["flops_per_s"], "memory": b["memory"]["bytes_per_s"]},
+    }
     return out
 
 

@@ -56,16 +56,28 @@ def decode_steps(engine, model, ids: torch.Tensor, steps: int, sync) -> tuple[fl
 
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="opt-125m", help="model card name, card file or checkpoint dir (default %(default)s)")
+    parser.add_argument(
+        "--model", default="opt-125m", help="model card name, card file or checkpoint dir (default %(default)s)"
+    )
     parser.add_argument("--batch-sizes", default="1,8", help="comma-separated decode batch sizes (default %(default)s)")
-    parser.add_argument("--prompt", type=int, default=64, help="prompt tokens before the timed steps (default %(default)s)")
-    parser.add_argument("--steps", type=int, default=16, help="decode steps timed per variant, batch and round (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=10, help="timed rounds, variant order flipping each round (default %(default)s)")
+    parser.add_argument(
+        "--prompt", type=int, default=64, help="prompt tokens before the timed steps (default %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=16, help="decode steps timed per variant, batch and round (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="timed rounds, variant order flipping each round (default %(default)s)"
+    )
     parser.add_argument("--warmup-rounds", type=int, default=1, help="untimed rounds first (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model dtype (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared machine more threads measure the neighbours)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine more threads measure the neighbours)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="weights and prompts seed (default %(default)s)")
     parser.add_argument("--out", type=Path, help="also write the summary as JSON here")
     args = parser.parse_args(argv)
@@ -101,27 +113,44 @@ def main(argv: Optional[list[str]] = None) -> dict:
     for b in batches:
         ratios = [f / u for f, u in zip(times[(b, "fused")], times[(b, "unfused")])]
         mean, std, half = ci95(ratios)
-        rows.append({
-            "batch_size": b,
-            "fused_step_ms_median": 1e3 * statistics.median(times[(b, "fused")]),
-            "unfused_step_ms_median": 1e3 * statistics.median(times[(b, "unfused")]),
-            "ratio_mean": mean, "ratio_std": std, "ratio_ci95": half,
-            "ratio_min": min(ratios), "ratio_max": max(ratios), "n": len(ratios),
-        })
+        rows.append(
+            {
+                "batch_size": b,
+                "fused_step_ms_median": 1e3 * statistics.median(times[(b, "fused")]),
+                "unfused_step_ms_median": 1e3 * statistics.median(times[(b, "unfused")]),
+                "ratio_mean": mean,
+                "ratio_std": std,
+                "ratio_ci95": half,
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "n": len(ratios),
+            }
+        )
     result = {
         "command": "python benchmarks/fused_qkv.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": args.model, "device": str(device), "dtype": args.dtype, "prompt": args.prompt,
-        "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "elapsed_s": time.perf_counter() - t_start, "rows": rows,
+        "model": args.model,
+        "device": str(device),
+        "dtype": args.dtype,
+        "prompt": args.prompt,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "elapsed_s": time.perf_counter() - t_start,
+        "rows": rows,
     }
-    print(f"{args.model} decode on {device} ({args.dtype}, {result['threads']} thread(s)), prompt {args.prompt}, "
-          f"{args.steps} steps x {args.rounds} rounds, order AB/BA; {result['elapsed_s']:.0f} s")
+    print(
+        f"{args.model} decode on {device} ({args.dtype}, {result['threads']} thread(s)), prompt {args.prompt}, "
+        f"{args.steps} steps x {args.rounds} rounds, order AB/BA; {result['elapsed_s']:.0f} s"
+    )
     print("| batch | fused ms/step | unfused ms/step | fused/unfused step time (mean ± 95% CI [min, max]) |")
     print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['batch_size']} | {row['fused_step_ms_median']:.1f} | {row['unfused_step_ms_median']:.1f} | "
-              f"{row['ratio_mean']:.3f} ± {row['ratio_ci95']:.3f} [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}] |")
+        print(
+            f"| {row['batch_size']} | {row['fused_step_ms_median']:.1f} | {row['unfused_step_ms_median']:.1f} | "
+            f"{row['ratio_mean']:.3f} ± {row['ratio_ci95']:.3f} [{row['ratio_min']:.3f}, {row['ratio_max']:.3f}] |"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -68,15 +68,30 @@ DEFAULT_BUDGET_S = 420.0  # 7 minutes: with a 1-2 minute machine start, under th
 DRY_RUN_BUDGET_S = 60.0  # the dry run must finish in CI within a minute: the budget enforces it
 OPTIONAL_PACKAGES = ("codecarbon", "plotly", "transformers")
 # Their versions go with the results (IMPORT_TO_CHECK are imported to check them; the rest only looked up).
-VERSIONED_PACKAGES = ("torch", "transformers", "codecarbon", "plotly", "pandas", "numpy", "pyarrow", "pynvml",
-                      "click", "tokenizers", "safetensors", "yaml", "psutil")
+VERSIONED_PACKAGES = (
+    "torch",
+    "transformers",
+    "codecarbon",
+    "plotly",
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "pynvml",
+    "click",
+    "tokenizers",
+    "safetensors",
+    "yaml",
+    "psutil",
+)
 DISTRIBUTIONS = {"pynvml": "nvidia-ml-py", "yaml": "pyyaml"}
 # Without codecarbon there is no bundled grid data, and a scenario must then name its grid
 # intensity explicitly. This is codecarbon 3.x's USA figure (global_energy_mix.json, as
 # quoted in the project's measurement reference), so runs with and without codecarbon are
 # priced alike; energy, which is what the check measures, does not depend on it.
 FALLBACK_GRID_G_PER_KWH = 369.5
-FALLBACK_GRID_SOURCE = "codecarbon 3.x global_energy_mix.json: USA (369.5 gCO2e/kWh), typed in because codecarbon is missing"
+FALLBACK_GRID_SOURCE = (
+    "codecarbon 3.x global_energy_mix.json: USA (369.5 gCO2e/kWh), typed in because codecarbon is missing"
+)
 
 
 # -- what each mode runs ------------------------------------------------------------------
@@ -157,8 +172,15 @@ DRY = Profile(
     roofline_copy_bytes=16 * 2**20,
     child_start_s=3.0,
     # seconds on this project's 2-core CI machine, lightly loaded
-    estimates_s={"packages": 2.0, "env": 4.0, "run-native": 10.0, "run-transformers": 13.0, "roofline": 4.0,
-                 "headline": 2.0, "report": 6.0},
+    estimates_s={
+        "packages": 2.0,
+        "env": 4.0,
+        "run-native": 10.0,
+        "run-transformers": 13.0,
+        "roofline": 4.0,
+        "headline": 2.0,
+        "report": 6.0,
+    },
     finish_reserve_s=1.0,
     kill_grace_s=5.0,
     scenario_overrides={
@@ -167,10 +189,20 @@ DRY = Profile(
         "models": ["opt-tiny"],
         "device": "cpu",
         "batch_sizes": [1, 2],
-        "workloads": {"prefill": {"prompt_tokens": [16]}, "decode": {"prompt_tokens": [8], "new_tokens": [4]},
-                      "train": {"seq_len": [32], "batch_sizes": [2]}},
-        "measurement": {"warmup_steps": 1, "warmup_s": 0.0, "min_seconds": 0.05, "repeats": 2,
-                        "sample_interval_s": 0.05, "idle_baseline_s": 0.1, "cooldown_s": 0.0},
+        "workloads": {
+            "prefill": {"prompt_tokens": [16]},
+            "decode": {"prompt_tokens": [8], "new_tokens": [4]},
+            "train": {"seq_len": [32], "batch_sizes": [2]},
+        },
+        "measurement": {
+            "warmup_steps": 1,
+            "warmup_s": 0.0,
+            "min_seconds": 0.05,
+            "repeats": 2,
+            "sample_interval_s": 0.05,
+            "idle_baseline_s": 0.1,
+            "cooldown_s": 0.0,
+        },
     },
 )
 
@@ -277,8 +309,9 @@ class ChildResult:
         return "\n".join(shown[-lines:])
 
 
-def run_child(cmd: list[str], log: Path, timeout_s: float, grace_s: float, stdout: Optional[Path] = None,
-              dry: bool = False) -> ChildResult:
+def run_child(
+    cmd: list[str], log: Path, timeout_s: float, grace_s: float, stdout: Optional[Path] = None, dry: bool = False
+) -> ChildResult:
     """Run cmd with its output in log (stdout alone in ``stdout`` when given); past
     timeout_s SIGTERM (carbonbench keeps finished points and exits 143), then SIGKILL
     after grace_s."""
@@ -287,8 +320,14 @@ def run_child(cmd: list[str], log: Path, timeout_s: float, grace_s: float, stdou
     with open(log, "w", encoding="utf-8") as out, open(stdout or os.devnull, "w", encoding="utf-8") as data:
         out.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(dry), stdout=data if stdout else out,
-                                stderr=subprocess.STDOUT if stdout is None else out, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_child_env(dry),
+            stdout=data if stdout else out,
+            stderr=subprocess.STDOUT if stdout is None else out,
+            stdin=subprocess.DEVNULL,
+        )
         timed_out = False
         try:
             proc.wait(timeout=max(timeout_s, 0.1))
@@ -476,7 +515,9 @@ def child_roofline(out: Path, plan: dict[str, Any]) -> int:
     ceilings = {
         "device_type": device.type,
         "device_name": name,
-        "matmul": roofline.peak_matmul_flops(device, getattr(torch, plan["dtype"]), n=plan.get("matmul_n"), seconds=seconds),
+        "matmul": roofline.peak_matmul_flops(
+            device, getattr(torch, plan["dtype"]), n=plan.get("matmul_n"), seconds=seconds
+        ),
         "memory": roofline.memory_bandwidth(device, nbytes=plan.get("copy_bytes"), seconds=seconds),
         "seconds_per_probe": seconds,
     }
@@ -566,6 +607,7 @@ def child_nvml(out: Path, plan: dict[str, Any]) -> int:
         if not fits(plan["idle_s"]):
             result["phases"][phase] = {"status": "skipped", "note": f"{plan['idle_s']:g} s did not fit the time left"}
             return
+
         def rest() -> dict:
             time.sleep(plan["idle_s"])
             return {}
@@ -603,10 +645,16 @@ def child_nvml(out: Path, plan: dict[str, Any]) -> int:
                 w["target_s"] = seconds
                 result["windows"].append(w)
                 save()
-        result["phases"]["load"] = {"status": "ok", "windows": len(result["windows"]),
-                                    "matmul": {"n": n, "dtype": plan["matmul_dtype"], "burst": burst}}
+        result["phases"]["load"] = {
+            "status": "ok",
+            "windows": len(result["windows"]),
+            "matmul": {"n": n, "dtype": plan["matmul_dtype"], "burst": burst},
+        }
     else:
-        result["phases"]["load"] = {"status": "skipped", "note": f"{total_load_s:g} s of load did not fit the time left"}
+        result["phases"]["load"] = {
+            "status": "skipped",
+            "note": f"{total_load_s:g} s of load did not fit the time left",
+        }
     save()
     operands.clear()  # idle after the load with its memory given back, as before it
     if device.type == "cuda":
@@ -616,7 +664,9 @@ def child_nvml(out: Path, plan: dict[str, Any]) -> int:
     meters.close()
     timeline = meter.timeline()
     columns = ["unix_s", "component", "power_w", "sm_clock_mhz", "mem_clock_mhz", "gpu_util_pct", "temperature_c"]
-    lines = [",".join(columns)] + [",".join("" if r.get(k) is None else str(r.get(k)) for k in columns) for r in timeline]
+    lines = [",".join(columns)] + [
+        ",".join("" if r.get(k) is None else str(r.get(k)) for k in columns) for r in timeline
+    ]
     atomic_write(out.with_name("nvml-timeline.csv"), "\n".join(lines) + "\n")
     result["timeline_rows"] = len(timeline)
     save()
@@ -627,17 +677,21 @@ def summarise_windows(windows: list[dict]) -> list[dict]:
     """Per window length: the counter/integrated ratio's mean, min and max."""
     out = []
     for target in sorted({w["target_s"] for w in windows}):
-        ratios = [w["counter_over_integrated"] for w in windows if w["target_s"] == target and w["counter_over_integrated"]]
+        ratios = [
+            w["counter_over_integrated"] for w in windows if w["target_s"] == target and w["counter_over_integrated"]
+        ]
         power = [w["counter_power_w"] for w in windows if w["target_s"] == target and w["counter_power_w"]]
-        out.append({
-            "window_s": target,
-            "windows": len(ratios),
-            "ratio_mean": statistics.fmean(ratios) if ratios else None,
-            "ratio_min": min(ratios) if ratios else None,
-            "ratio_max": max(ratios) if ratios else None,
-            "max_abs_difference_pct": max(abs(r - 1) for r in ratios) * 100 if ratios else None,
-            "counter_power_w_mean": statistics.fmean(power) if power else None,
-        })
+        out.append(
+            {
+                "window_s": target,
+                "windows": len(ratios),
+                "ratio_mean": statistics.fmean(ratios) if ratios else None,
+                "ratio_min": min(ratios) if ratios else None,
+                "ratio_max": max(ratios) if ratios else None,
+                "max_abs_difference_pct": max(abs(r - 1) for r in ratios) * 100 if ratios else None,
+                "counter_power_w_mean": statistics.fmean(power) if power else None,
+            }
+        )
     return out
 
 
@@ -655,7 +709,9 @@ class Check:
         self.facts = self._nvml_facts()
         name = (self.facts.get("devices") or [{}])[0].get("name") if self.facts.get("available") else None
         self.slug = "dry-run" if self.dry else gpu_slug(name)
-        root = Path(args.out_root) if args.out_root else ROOT / ("results/gpu-check" if self.dry else "reports/reference")
+        root = (
+            Path(args.out_root) if args.out_root else ROOT / ("results/gpu-check" if self.dry else "reports/reference")
+        )
         self.out = Path(args.out) if args.out else root / self.slug
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_lines: list[str] = []
@@ -678,8 +734,10 @@ class Check:
             "versions": {"python": platform.python_version()},
         }
         if self.dry:
-            self.note("DRY RUN: the CPU and a fake NVML. Every figure in these files checks the script, "
-                      "none measures a GPU; never commit them as reference results.")
+            self.note(
+                "DRY RUN: the CPU and a fake NVML. Every figure in these files checks the script, "
+                "none measures a GPU; never commit them as reference results."
+            )
         if self.without:
             self.note(f"packages hidden on purpose (--without): {', '.join(self.without)}")
 
@@ -747,7 +805,9 @@ class Check:
         timeout = self.budget.left()
         self.log(f"{name}: {' '.join(cmd[1:])} (stopped after {timeout:.0f} s)")
         res = run_child(cmd, self.work / "logs" / f"{name}.log", timeout, self.profile.kill_grace_s, stdout, self.dry)
-        self.log(f"{name}: exit {res.rc} after {res.seconds:.1f} s" + (" (stopped: out of time)" if res.timed_out else ""))
+        self.log(
+            f"{name}: exit {res.rc} after {res.seconds:.1f} s" + (" (stopped: out of time)" if res.timed_out else "")
+        )
         if res.rc != 0:
             for line in res.tail().splitlines():
                 self.log(f"  | {line}")
@@ -760,8 +820,11 @@ class Check:
         if self.args.steps and name not in self.args.steps:
             entry.update(status="skipped", note="not in --steps")
         elif not self.budget.fits(estimate_s):
-            entry.update(status="skipped", note=f"out of time: needs ~{estimate_s:.0f} s, "
-                                                f"{max(self.budget.left(), 0):.0f} s of the {self.budget.total_s:g} s budget left")
+            entry.update(
+                status="skipped",
+                note=f"out of time: needs ~{estimate_s:.0f} s, "
+                f"{max(self.budget.left(), 0):.0f} s of the {self.budget.total_s:g} s budget left",
+            )
             self.log(f"{name}: skipped ({entry['note']})")
         else:
             self.log(f"{name}: start (estimate {estimate_s:.0f} s, {self.budget.left():.0f} s left)")
@@ -788,8 +851,11 @@ class Check:
             versions[DISTRIBUTIONS.get(name, name)] = entry.get("version") if entry.get("available") else None
         versions["python"] = self.packages["python"]
         missing = [p for p in OPTIONAL_PACKAGES if not self.available(p)]
-        consequences = {"codecarbon": "sidecar off, grid intensity typed in", "plotly": "no HTML report",
-                        "transformers": "no transformers engine run"}
+        consequences = {
+            "codecarbon": "sidecar off, grid intensity typed in",
+            "plotly": "no HTML report",
+            "transformers": "no transformers engine run",
+        }
         for p in missing:
             why = self.packages["packages"].get(p, {}).get("error", "")
             self.note(f"{p} is missing ({why}): {consequences[p]}")
@@ -805,19 +871,42 @@ class Check:
         atomic_write(self.out / "env.json", _json(env))
         nv = env.get("nvml") or {}
         self.summary["env"] = {
-            "torch": env.get("torch"), "cuda": env.get("cuda"), "nvidia_driver": env.get("nvidia_driver"),
-            "gpus": env.get("gpus"), "cpu_model": env.get("cpu_model"),
+            "torch": env.get("torch"),
+            "cuda": env.get("cuda"),
+            "nvidia_driver": env.get("nvidia_driver"),
+            "gpus": env.get("gpus"),
+            "cpu_model": env.get("cpu_model"),
             "nvml": {k: v for k, v in nv.items() if k != "devices"},
             "nvml_devices": [
-                {k: d.get(k) for k in ("name", "architecture", "compute_capability", "energy_counter", "power_instant_field",
-                                       "power_limit_w", "power_limit_default_w", "enforced_power_limit_w",
-                                       "sm_clock_mhz", "max_sm_clock_mhz", "mem_clock_mhz", "max_mem_clock_mhz",
-                                       "mig_mode", "persistence_mode", "memory_total_bytes", "refused")}
+                {
+                    k: d.get(k)
+                    for k in (
+                        "name",
+                        "architecture",
+                        "compute_capability",
+                        "energy_counter",
+                        "power_instant_field",
+                        "power_limit_w",
+                        "power_limit_default_w",
+                        "enforced_power_limit_w",
+                        "sm_clock_mhz",
+                        "max_sm_clock_mhz",
+                        "mem_clock_mhz",
+                        "max_mem_clock_mhz",
+                        "mig_mode",
+                        "persistence_mode",
+                        "memory_total_bytes",
+                        "refused",
+                    )
+                }
                 for d in nv.get("devices", [])
             ],
         }
-        self.summary["versions"].update(torch=env.get("torch"), cuda=env.get("cuda"),
-                                        nvidia_driver=env.get("nvidia_driver") or nv.get("driver_version"))
+        self.summary["versions"].update(
+            torch=env.get("torch"),
+            cuda=env.get("cuda"),
+            nvidia_driver=env.get("nvidia_driver") or nv.get("driver_version"),
+        )
         if not nv.get("available"):
             return {"status": "ok", "note": f"NVML not available: {nv.get('reason')}"}
         dev = (nv.get("devices") or [{}])[0]
@@ -831,10 +920,17 @@ class Check:
 
     def nvml_plan(self) -> dict:
         p = self.profile
-        return {"device": p.device, "idle_s": p.idle_s, "load_warmup_s": p.load_warmup_s,
-                "windows": [list(w) for w in p.windows], "matmul_n": p.matmul_n, "matmul_dtype": p.matmul_dtype,
-                "burst": 20 if p.device == "cuda" else 2, "sample_interval_s": p.sample_interval_s,
-                "deadline_unix_s": time.time() + self.budget.left()}
+        return {
+            "device": p.device,
+            "idle_s": p.idle_s,
+            "load_warmup_s": p.load_warmup_s,
+            "windows": [list(w) for w in p.windows],
+            "matmul_n": p.matmul_n,
+            "matmul_dtype": p.matmul_dtype,
+            "burst": 20 if p.device == "cuda" else 2,
+            "sample_interval_s": p.sample_interval_s,
+            "deadline_unix_s": time.time() + self.budget.left(),
+        }
 
     def step_nvml(self) -> dict:
         out = self.work / "nvml.json"
@@ -854,7 +950,10 @@ class Check:
         self.pack()
         skipped = [k for k, v in phases.items() if v.get("status") != "ok"]
         if res.rc != 0:
-            return {"status": "timeout" if res.timed_out else "failed", "note": f"exited {res.rc}; kept what was measured"}
+            return {
+                "status": "timeout" if res.timed_out else "failed",
+                "note": f"exited {res.rc}; kept what was measured",
+            }
         return {"note": f"skipped inside: {', '.join(skipped)}"} if skipped else {}
 
     def scenario_for(self, engine: str) -> Path:
@@ -879,19 +978,27 @@ class Check:
             return {"status": "skipped", "note": "transformers is not installed here"}
         scenario = self.scenario_for(engine)
         if not self.available("codecarbon") and engine == "native":
-            self.note(f"codecarbon missing: runs have no codecarbon sidecar and a typed-in grid ({FALLBACK_GRID_SOURCE})")
+            self.note(
+                f"codecarbon missing: runs have no codecarbon sidecar and a typed-in grid ({FALLBACK_GRID_SOURCE})"
+            )
         before = set(self.runs_dir.glob("*.json")) if self.runs_dir.exists() else set()
         res = self.child(f"run-{engine}", self.carbonbench_cmd("run", str(scenario), "--out", str(self.runs_dir)))
         files = sorted(set(self.runs_dir.glob("*.json")) - before) if self.runs_dir.exists() else []
         self.summary.setdefault("runs", {})[engine] = {
-            "exit_code": res.rc, "seconds": round(res.seconds, 1), "timed_out": res.timed_out,
-            "run_files": [f.name for f in files], "scenario": scenario.name,
+            "exit_code": res.rc,
+            "seconds": round(res.seconds, 1),
+            "timed_out": res.timed_out,
+            "run_files": [f.name for f in files],
+            "scenario": scenario.name,
         }
         self.pack()
         if res.timed_out:
             return {"status": "timeout", "note": "stopped at the budget; finished points are kept"}
         if res.rc == 1:
-            return {"status": "failed", "note": "some points failed (their errors are in the run file); the others are kept"}
+            return {
+                "status": "failed",
+                "note": "some points failed (their errors are in the run file); the others are kept",
+            }
         if res.rc != 0:
             return {"status": "failed", "note": f"carbonbench run exited {res.rc}"}
         return {}
@@ -899,16 +1006,23 @@ class Check:
     def step_roofline(self) -> dict:
         out = self.work / "roofline.json"
         p = self.profile
-        plan = {"device": p.device, "dtype": p.matmul_dtype, "seconds": p.roofline_s,
-                "matmul_n": p.roofline_matmul_n, "copy_bytes": p.roofline_copy_bytes}
+        plan = {
+            "device": p.device,
+            "dtype": p.matmul_dtype,
+            "seconds": p.roofline_s,
+            "matmul_n": p.roofline_matmul_n,
+            "copy_bytes": p.roofline_copy_bytes,
+        }
         res = self.child("roofline", self.child_cmd("roofline", "--result", str(out), "--plan", json.dumps(plan)))
         if res.rc != 0 or not out.exists():
             return {"status": "timeout" if res.timed_out else "failed", "note": f"the probe exited {res.rc}"}
         c = json.loads(out.read_text())
         self.summary["roofline"] = {
             "device_name": c.get("device_name"),
-            "matmul_flops_per_s": c["matmul"]["flops_per_s"], "matmul": {k: c["matmul"][k] for k in ("n", "dtype")},
-            "memory_bytes_per_s": c["memory"]["bytes_per_s"], "memory": {k: c["memory"][k] for k in ("copy_bytes", "counts")},
+            "matmul_flops_per_s": c["matmul"]["flops_per_s"],
+            "matmul": {k: c["matmul"][k] for k in ("n", "dtype")},
+            "memory_bytes_per_s": c["memory"]["bytes_per_s"],
+            "memory": {k: c["memory"][k] for k in ("copy_bytes", "counts")},
             "seconds_per_probe": c.get("seconds_per_probe"),
         }
         self.pack()
@@ -919,22 +1033,33 @@ class Check:
         if not files:
             return {"status": "skipped", "note": "no run files to read"}
         scenario = self.work / "scenarios" / "gpu-check-native.yaml"
-        self.summary["headline"] = headline(self.runs_dir, self.summary.get("roofline"),
-                                            scenario if scenario.exists() else self.scenario_for("native"))
-        return {"note": "; ".join(self.summary["headline"].get("notes", []))} if self.summary["headline"].get("notes") else {}
+        self.summary["headline"] = headline(
+            self.runs_dir, self.summary.get("roofline"), scenario if scenario.exists() else self.scenario_for("native")
+        )
+        return (
+            {"note": "; ".join(self.summary["headline"].get("notes", []))}
+            if self.summary["headline"].get("notes")
+            else {}
+        )
 
     def step_report(self) -> dict:
         if self.args.no_report:
             return {"status": "skipped", "note": "--no-report"}
-        for package, why in (("plotly", "the report draws with plotly"),
-                             ("codecarbon", "the report prices results under grids from codecarbon's data")):
+        for package, why in (
+            ("plotly", "the report draws with plotly"),
+            ("codecarbon", "the report prices results under grids from codecarbon's data"),
+        ):
             if not self.available(package):
                 return {"status": "skipped", "note": f"{package} is missing: {why}"}
         if not (self.runs_dir.exists() and any(self.runs_dir.glob("*.json"))):
             return {"status": "skipped", "note": "no run files to report"}
         target = self.out / "report.html"
-        title = f"carbonbench GPU check: {self.summary.get('gpu_name') or self.slug}" + (" (DRY RUN)" if self.dry else "")
-        res = self.child("report", self.carbonbench_cmd("report", str(self.runs_dir), "-o", str(target), "--title", title))
+        title = f"carbonbench GPU check: {self.summary.get('gpu_name') or self.slug}" + (
+            " (DRY RUN)" if self.dry else ""
+        )
+        res = self.child(
+            "report", self.carbonbench_cmd("report", str(self.runs_dir), "-o", str(target), "--title", title)
+        )
         if res.rc != 0:
             return {"status": "timeout" if res.timed_out else "failed", "note": f"carbonbench report exited {res.rc}"}
         self.summary["report"] = {"file": target.name, "bytes": target.stat().st_size}
@@ -961,8 +1086,15 @@ class Check:
             self.note(f"the check was stopped ({stopped}); the files hold what finished")
         statuses = [s["status"] for s in self.summary["steps"]]
         bad = [s["name"] for s in self.summary["steps"] if s["status"] in ("failed", "timeout", "interrupted")]
-        self.summary["status"] = ("interrupted" if stopped else "failed" if bad
-                                  else "partial" if "skipped" in statuses or len(statuses) < len(STEPS) else "complete")
+        self.summary["status"] = (
+            "interrupted"
+            if stopped
+            else "failed"
+            if bad
+            else "partial"
+            if "skipped" in statuses or len(statuses) < len(STEPS)
+            else "complete"
+        )
         self.summary["finished_utc"] = _utc()
         self.summary["files"] = sorted(f.name for f in self.out.iterdir() if f.is_file() and not f.name.startswith("."))
         for name in ("runs.tar.gz", "summary.json", "README.md", "gpu-check.log"):
@@ -997,10 +1129,10 @@ def headline(runs_dir: Path, roofline_summary: Optional[dict], scenario_path: Pa
     are named, ``mfu``/``hfu`` or longer) are passed on as they are, next to MFU and HFU
     against the matmul rate measured here.
     """
+    import roofline
     import yaml
 
     import carbonbench.results as results
-    import roofline
     from carbonbench.scenario import model_card
 
     notes: list[str] = []
@@ -1042,7 +1174,9 @@ def headline(runs_dir: Path, roofline_summary: Optional[dict], scenario_path: Pa
             window_tokens_per_s=_mean(tokens / duration),
             joules_per_token=_mean(energy / tokens) if energy is not None else None,
             power_w=_mean(energy / duration) if energy is not None else None,
-            energy_method=",".join(sorted(set(g["energy_method"].dropna().astype(str)))) if "energy_method" in g.columns else None,
+            energy_method=",".join(sorted(set(g["energy_method"].dropna().astype(str))))
+            if "energy_method" in g.columns
+            else None,
         )
         if "energy_gpu_j" in g.columns and g["energy_gpu_j"].notna().any():
             gpu = g["energy_gpu_j"].astype(float)
@@ -1056,8 +1190,9 @@ def headline(runs_dir: Path, roofline_summary: Optional[dict], scenario_path: Pa
             # is not counted against the decode rate
             row["tokens_per_s"] = _mean(row["batch_size"] / g["tpot_s"].astype(float))
             if bandwidth:
-                ceiling = roofline.decode_roofline_tokens_per_s(arch, row["batch_size"], row["prompt_tokens"],
-                                                                row["new_tokens"], itemsize, bandwidth)
+                ceiling = roofline.decode_roofline_tokens_per_s(
+                    arch, row["batch_size"], row["prompt_tokens"], row["new_tokens"], itemsize, bandwidth
+                )
                 row["bandwidth_roofline_tokens_per_s"] = ceiling
                 row["fraction_of_bandwidth_roofline"] = _ratio(row["tokens_per_s"], ceiling)
         else:
@@ -1065,7 +1200,9 @@ def headline(runs_dir: Path, roofline_summary: Optional[dict], scenario_path: Pa
         if row["workload"] in ("train", "prefill") and peak:
             hardware_flops = g["flops"].astype(float) if "flops" in g.columns else None
             if row["workload"] == "train":
-                model_flops = g["steps"].astype(float) * roofline.train_model_flops(arch, row["batch_size"], row["seq_len"])
+                model_flops = g["steps"].astype(float) * roofline.train_model_flops(
+                    arch, row["batch_size"], row["seq_len"]
+                )
             else:
                 model_flops = hardware_flops
             if model_flops is not None:
@@ -1085,26 +1222,40 @@ def headline(runs_dir: Path, roofline_summary: Optional[dict], scenario_path: Pa
 
     decode = [p for p in points if p["workload"] == "decode"]
     train = [p for p in points if p["workload"] == "train"]
-    out: dict[str, Any] = {"model": model, "notes": notes, "points": points,
-                           "efficiency_columns_from_results": own_efficiency,
-                           "peak_matmul_flops_per_s": peak, "memory_bytes_per_s": bandwidth}
+    out: dict[str, Any] = {
+        "model": model,
+        "notes": notes,
+        "points": points,
+        "efficiency_columns_from_results": own_efficiency,
+        "peak_matmul_flops_per_s": peak,
+        "memory_bytes_per_s": bandwidth,
+    }
     if decode:
         prompt, new = decode[0]["prompt_tokens"], decode[0]["new_tokens"]
         native = find("native", "decode", batch_size=1, prompt_tokens=prompt, new_tokens=new)
         hf = find("transformers", "decode", batch_size=1, prompt_tokens=prompt, new_tokens=new)
         out["decode_b1"] = {
             "point": f"{model} decode b1 p{prompt} n{new}",
-            "native": native, "transformers": hf,
-            "native_over_transformers_tokens_per_s": _ratio((native or {}).get("tokens_per_s"), (hf or {}).get("tokens_per_s")),
-            "native_over_transformers_joules_per_token": _ratio((native or {}).get("joules_per_token"),
-                                                                (hf or {}).get("joules_per_token")),
-            "native_over_transformers_gpu_joules_per_token": _ratio((native or {}).get("gpu_joules_per_token"),
-                                                                    (hf or {}).get("gpu_joules_per_token")),
+            "native": native,
+            "transformers": hf,
+            "native_over_transformers_tokens_per_s": _ratio(
+                (native or {}).get("tokens_per_s"), (hf or {}).get("tokens_per_s")
+            ),
+            "native_over_transformers_joules_per_token": _ratio(
+                (native or {}).get("joules_per_token"), (hf or {}).get("joules_per_token")
+            ),
+            "native_over_transformers_gpu_joules_per_token": _ratio(
+                (native or {}).get("gpu_joules_per_token"), (hf or {}).get("gpu_joules_per_token")
+            ),
         }
     if train:
         seq = max(p["seq_len"] for p in train)
-        out["train"] = {"seq_len": seq, "recompute": recompute,
-                        "native": find("native", "train", seq_len=seq), "transformers": find("transformers", "train", seq_len=seq)}
+        out["train"] = {
+            "seq_len": seq,
+            "recompute": recompute,
+            "native": find("native", "train", seq_len=seq),
+            "transformers": find("transformers", "train", seq_len=seq),
+        }
     return out
 
 
@@ -1125,7 +1276,7 @@ def _f(x, digits: int = 3) -> str:
     """A figure for a table: 3 significant digits, thousands grouped rather than 1.2e+03."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    if abs(x) >= 10 ** digits:
+    if abs(x) >= 10**digits:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
@@ -1143,10 +1294,16 @@ def _energy(p: dict, prefix: str = "") -> str:
 
 def readme(s: dict) -> str:
     dry = s.get("dry_run")
-    lines = [f"# GPU check: {s.get('gpu_name') or s.get('gpu_slug')}" + (" (DRY RUN, not a measurement)" if dry else ""), ""]
+    lines = [
+        f"# GPU check: {s.get('gpu_name') or s.get('gpu_slug')}" + (" (DRY RUN, not a measurement)" if dry else ""),
+        "",
+    ]
     if dry:
-        lines += ["**Dry run**: the CPU and a fake NVML. These files check that `benchmarks/gpu_check.py` works;",
-                  "no figure below measures a GPU.", ""]
+        lines += [
+            "**Dry run**: the CPU and a fake NVML. These files check that `benchmarks/gpu_check.py` works;",
+            "no figure below measures a GPU.",
+            "",
+        ]
     lines += [
         f"Status **{s.get('status')}**, {s.get('elapsed_s')} s of a {s.get('budget_s'):g} s budget, "
         f"started {s.get('started_utc')}.",
@@ -1159,8 +1316,22 @@ def readme(s: dict) -> str:
         "",
     ]
     v = s.get("versions", {})
-    shown = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "cuda", "nvidia_driver", "transformers", "codecarbon",
-                                               "plotly", "pandas", "numpy", "nvidia-ml-py") if v.get(k))
+    shown = ", ".join(
+        f"{k} {v[k]}"
+        for k in (
+            "python",
+            "torch",
+            "cuda",
+            "nvidia_driver",
+            "transformers",
+            "codecarbon",
+            "plotly",
+            "pandas",
+            "numpy",
+            "nvidia-ml-py",
+        )
+        if v.get(k)
+    )
     lines += [f"Versions: {shown}. carbonbench from this commit's checkout.", ""]
 
     h = s.get("headline") or {}
@@ -1168,114 +1339,180 @@ def readme(s: dict) -> str:
         lines += ["## Headline", ""]
         d = h.get("decode_b1")
         if d:
-            lines += [f"{d['point']}: decode tokens/s are batch / time per output token; J/token is the whole window's"
-                      " energy over its tokens, prefill included. GPU is the GPU alone; total adds the CPU and DRAM,"
-                      " and is only as good as its weakest part (each figure names its method).", "",
-                      "| engine | tokens/s | GPU J/token | total J/token | GPU W | % of measured bandwidth roofline |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                f"{d['point']}: decode tokens/s are batch / time per output token; J/token is the whole window's"
+                " energy over its tokens, prefill included. GPU is the GPU alone; total adds the CPU and DRAM,"
+                " and is only as good as its weakest part (each figure names its method).",
+                "",
+                "| engine | tokens/s | GPU J/token | total J/token | GPU W | % of measured bandwidth roofline |",
+                "|---|---|---|---|---|---|",
+            ]
             for eng in ("native", "transformers"):
                 p = d.get(eng)
                 if p:
-                    lines.append(f"| {eng} | {_f(p.get('tokens_per_s'))} | {_energy(p, 'gpu_')} | {_energy(p)}"
-                                 f" | {_f(p.get('gpu_power_w'))} | {_pct(p.get('fraction_of_bandwidth_roofline'))} |")
+                    lines.append(
+                        f"| {eng} | {_f(p.get('tokens_per_s'))} | {_energy(p, 'gpu_')} | {_energy(p)}"
+                        f" | {_f(p.get('gpu_power_w'))} | {_pct(p.get('fraction_of_bandwidth_roofline'))} |"
+                    )
                 else:
                     lines.append(f"| {eng} | not measured | | | | |")
             lines.append("")
             for eng in ("native", "transformers"):
                 if (d.get(eng) or {}).get("engine_options"):
                     lines.append(f"- {eng} as run: `{d[eng]['engine_options']}`")
-            lines += ["", f"native / transformers: tokens/s **{_f(d.get('native_over_transformers_tokens_per_s'))}**,"
-                          f" GPU J/token **{_f(d.get('native_over_transformers_gpu_joules_per_token'))}**,"
-                          f" total J/token {_f(d.get('native_over_transformers_joules_per_token'))}.", ""]
+            lines += [
+                "",
+                f"native / transformers: tokens/s **{_f(d.get('native_over_transformers_tokens_per_s'))}**,"
+                f" GPU J/token **{_f(d.get('native_over_transformers_gpu_joules_per_token'))}**,"
+                f" total J/token {_f(d.get('native_over_transformers_joules_per_token'))}.",
+                "",
+            ]
         t = h.get("train")
         if t:
-            lines += [f"Training at seq {t['seq_len']} (activation recompute {'on' if t['recompute'] else 'off'}). MFU counts"
-                      " the model's FLOPs (3 forwards), HFU the FLOPs run; both against the matmul rate measured below."
-                      " `results.load` adds its own against the datasheet peak where it knows the GPU.", "",
-                      "| engine | batch | tokens/s | MFU | HFU | results.load's own | GPU J/token | total J/token |",
-                      "|---|---|---|---|---|---|---|---|"]
+            lines += [
+                f"Training at seq {t['seq_len']} (activation recompute {'on' if t['recompute'] else 'off'}). MFU counts"
+                " the model's FLOPs (3 forwards), HFU the FLOPs run; both against the matmul rate measured below."
+                " `results.load` adds its own against the datasheet peak where it knows the GPU.",
+                "",
+                "| engine | batch | tokens/s | MFU | HFU | results.load's own | GPU J/token | total J/token |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for eng in ("native", "transformers"):
                 p = t.get(eng)
                 if p:
-                    own = ", ".join(f"{k.removesuffix('_results')} {_pct(p[k])}" for k in p if k.endswith("_results")) or "-"
-                    lines.append(f"| {eng} | {p.get('batch_size')} | {_f(p.get('tokens_per_s'))} | {_pct(p.get('mfu_measured_peak'))}"
-                                 f" | {_pct(p.get('hfu_measured_peak'))} | {own} | {_energy(p, 'gpu_')} | {_energy(p)} |")
+                    own = (
+                        ", ".join(f"{k.removesuffix('_results')} {_pct(p[k])}" for k in p if k.endswith("_results"))
+                        or "-"
+                    )
+                    lines.append(
+                        f"| {eng} | {p.get('batch_size')} | {_f(p.get('tokens_per_s'))} | {_pct(p.get('mfu_measured_peak'))}"
+                        f" | {_pct(p.get('hfu_measured_peak'))} | {own} | {_energy(p, 'gpu_')} | {_energy(p)} |"
+                    )
                 else:
                     lines.append(f"| {eng} | not measured | | | | | | |")
             lines.append("")
     r = s.get("roofline")
     if r:
-        lines += [f"Ceilings measured here: matmul {_f(r['matmul_flops_per_s'] / 1e12)} TFLOP/s ({r['matmul']['dtype']}, "
-                  f"n={r['matmul']['n']}), copy {_f(r['memory_bytes_per_s'] / 1e9)} GB/s (read + write, "
-                  f"{r['memory']['copy_bytes'] / 2**20:.0f} MiB), best of 5 trials of {r.get('seconds_per_probe')} s.", ""]
+        lines += [
+            f"Ceilings measured here: matmul {_f(r['matmul_flops_per_s'] / 1e12)} TFLOP/s ({r['matmul']['dtype']}, "
+            f"n={r['matmul']['n']}), copy {_f(r['memory_bytes_per_s'] / 1e9)} GB/s (read + write, "
+            f"{r['memory']['copy_bytes'] / 2**20:.0f} MiB), best of 5 trials of {r.get('seconds_per_probe')} s.",
+            "",
+        ]
 
     cvi = s.get("counter_vs_integrated")
     if cvi:
-        lines += ["## NVML energy counter against integrated power", "",
-                  f"A steady {s['profile']['matmul_dtype']} matmul load (n={s['profile']['matmul_n']}). Per window, the energy "
-                  "counter's delta and the trapezoidal integral of the sampler's power readings "
-                  f"(power source: {cvi.get('power_source')}; every {s['profile']['sample_interval_s']} s).", "",
-                  "| window | windows | counter / integrated: mean [min, max] | max difference | counter W |", "|---|---|---|---|---|"]
+        lines += [
+            "## NVML energy counter against integrated power",
+            "",
+            f"A steady {s['profile']['matmul_dtype']} matmul load (n={s['profile']['matmul_n']}). Per window, the energy "
+            "counter's delta and the trapezoidal integral of the sampler's power readings "
+            f"(power source: {cvi.get('power_source')}; every {s['profile']['sample_interval_s']} s).",
+            "",
+            "| window | windows | counter / integrated: mean [min, max] | max difference | counter W |",
+            "|---|---|---|---|---|",
+        ]
         for w in cvi.get("by_window", []):
-            lines.append(f"| {w['window_s']:g} s | {w['windows']} | {_f(w['ratio_mean'], 4)} [{_f(w['ratio_min'], 4)}, "
-                         f"{_f(w['ratio_max'], 4)}] | {_f(w['max_abs_difference_pct'], 2)}% | {_f(w['counter_power_w_mean'])} |")
+            lines.append(
+                f"| {w['window_s']:g} s | {w['windows']} | {_f(w['ratio_mean'], 4)} [{_f(w['ratio_min'], 4)}, "
+                f"{_f(w['ratio_max'], 4)}] | {_f(w['max_abs_difference_pct'], 2)}% | {_f(w['counter_power_w_mean'])} |"
+            )
         lines.append("")
     idle = s.get("idle") or {}
     if any(idle.values()):
-        lines += [f"Idle power (this process asleep{'' if dry else ', its CUDA context open'}):", "",
-                  "| when | seconds | counter W | integrated W | SM clock MHz | max temp C |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"Idle power (this process asleep{'' if dry else ', its CUDA context open'}):",
+            "",
+            "| when | seconds | counter W | integrated W | SM clock MHz | max temp C |",
+            "|---|---|---|---|---|---|",
+        ]
         for k, label in (("idle_before", "before the load"), ("idle_after", "right after the load")):
             p = idle.get(k) or {}
             if p.get("status") == "ok":
-                lines.append(f"| {label} | {_f(p['duration_s'])} | {_f(p['counter_power_w'])} | {_f(p['integrated_power_w'])} "
-                             f"| {_f(p['sm_clock_mhz_mean'], 4)} | {_f(p['temperature_c_max'])} |")
+                lines.append(
+                    f"| {label} | {_f(p['duration_s'])} | {_f(p['counter_power_w'])} | {_f(p['integrated_power_w'])} "
+                    f"| {_f(p['sm_clock_mhz_mean'], 4)} | {_f(p['temperature_c_max'])} |"
+                )
             elif p:
                 lines.append(f"| {label} | skipped: {p.get('note')} | | | | |")
         lines.append("")
     pts = (h or {}).get("points") or []
     if pts:
-        lines += ["## Every point", "",
-                  "| engine | point | tokens/s | GPU J/token | total J/token | GPU W | roofline |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## Every point",
+            "",
+            "| engine | point | tokens/s | GPU J/token | total J/token | GPU W | roofline |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for p in pts:
-            sizes = {"prefill": f"b{p['batch_size']} p{p.get('prompt_tokens')}",
-                     "decode": f"b{p['batch_size']} p{p.get('prompt_tokens')} n{p.get('new_tokens')}",
-                     "train": f"b{p['batch_size']} s{p.get('seq_len')}"}.get(p["workload"], "")
-            roof = (_pct(p.get("fraction_of_bandwidth_roofline")) + " of bandwidth" if p["workload"] == "decode"
-                    else _pct(p.get("mfu_measured_peak")) + " MFU")
-            lines.append(f"| {p['engine']} | {p['workload']} {sizes} | {_f(p.get('tokens_per_s'))} | {_energy(p, 'gpu_')} "
-                         f"| {_energy(p)} | {_f(p.get('gpu_power_w'))} | {roof} |")
+            sizes = {
+                "prefill": f"b{p['batch_size']} p{p.get('prompt_tokens')}",
+                "decode": f"b{p['batch_size']} p{p.get('prompt_tokens')} n{p.get('new_tokens')}",
+                "train": f"b{p['batch_size']} s{p.get('seq_len')}",
+            }.get(p["workload"], "")
+            roof = (
+                _pct(p.get("fraction_of_bandwidth_roofline")) + " of bandwidth"
+                if p["workload"] == "decode"
+                else _pct(p.get("mfu_measured_peak")) + " MFU"
+            )
+            lines.append(
+                f"| {p['engine']} | {p['workload']} {sizes} | {_f(p.get('tokens_per_s'))} | {_energy(p, 'gpu_')} "
+                f"| {_energy(p)} | {_f(p.get('gpu_power_w'))} | {roof} |"
+            )
         lines.append("")
     lines += ["## Steps", "", "| step | status | seconds | estimate | note |", "|---|---|---|---|---|"]
     for st in s.get("steps", []):
-        lines.append(f"| {st['name']} | {st['status']} | {st.get('seconds', '-')} | {st.get('estimate_s')} | {st.get('note', '')} |")
+        lines.append(
+            f"| {st['name']} | {st['status']} | {st.get('seconds', '-')} | {st.get('estimate_s')} | {st.get('note', '')} |"
+        )
     lines.append("")
     if s.get("notes"):
         lines += ["Notes:", ""] + [f"- {n}" for n in s["notes"]] + [""]
-    lines += ["## Files", "",
-              "- `summary.json`: everything above, machine-readable (schema carbonbench.gpu_check 1)",
-              "- `env.json`: `carbonbench env --json`",
-              "- `runs.tar.gz`: the run files and timelines (`carbonbench report` reads them unpacked), the scenarios run,"
-              " the NVML check's raw windows and power timeline, the ceilings, and each step's log",
-              "- `report.html`: `carbonbench report` over the run files (when plotly was there)",
-              "- `gpu-check.log`: the check's own log", ""]
+    lines += [
+        "## Files",
+        "",
+        "- `summary.json`: everything above, machine-readable (schema carbonbench.gpu_check 1)",
+        "- `env.json`: `carbonbench env --json`",
+        "- `runs.tar.gz`: the run files and timelines (`carbonbench report` reads them unpacked), the scenarios run,"
+        " the NVML check's raw windows and power timeline, the ceilings, and each step's log",
+        "- `report.html`: `carbonbench report` over the run files (when plotly was there)",
+        "- `gpu-check.log`: the check's own log",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # -- command line -------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Steps: " + ", ".join(STEPS) + ". docs/gpu.md has the details.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Steps: " + ", ".join(STEPS) + ". docs/gpu.md has the details."
+    )
     parser.add_argument("--dry-run", action="store_true", help="the CPU, a fake NVML and tiny sizes: checks the script")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help=f"time budget in seconds (default {DEFAULT_BUDGET_S:g}; {DRY_RUN_BUDGET_S:g} for --dry-run)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help=f"time budget in seconds (default {DEFAULT_BUDGET_S:g}; {DRY_RUN_BUDGET_S:g} for --dry-run)",
+    )
     parser.add_argument("--out", help="the output folder exactly (default: OUT_ROOT/<gpu-slug>)")
-    parser.add_argument("--out-root", help="where the <gpu-slug> folder goes (default: reports/reference; results/gpu-check for --dry-run)")
+    parser.add_argument(
+        "--out-root",
+        help="where the <gpu-slug> folder goes (default: reports/reference; results/gpu-check for --dry-run)",
+    )
     parser.add_argument("--work", help="folder for the working files (default: a new temporary folder)")
-    parser.add_argument("--steps", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
-                        help="only these steps, comma-separated (default: all)")
+    parser.add_argument(
+        "--steps",
+        type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+        help="only these steps, comma-separated (default: all)",
+    )
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report (about 5 MB)")
-    parser.add_argument("--without", action="append", default=[], choices=OPTIONAL_PACKAGES,
-                        help="behave as if this package were missing (to test what a machine without it gets)")
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        choices=OPTIONAL_PACKAGES,
+        help="behave as if this package were missing (to test what a machine without it gets)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)

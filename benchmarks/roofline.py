@@ -67,8 +67,9 @@ def _best_rate(fn, work: float, device: torch.device, seconds: float, trials: in
     return max(rates), rates
 
 
-def peak_matmul_flops(device, dtype: Optional[torch.dtype] = None, n: Optional[int] = None,
-                      seconds: float = 3.0, trials: int = 5) -> dict:
+def peak_matmul_flops(
+    device, dtype: Optional[torch.dtype] = None, n: Optional[int] = None, seconds: float = 3.0, trials: int = 5
+) -> dict:
     device = torch.device(device)
     cuda = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
@@ -120,8 +121,9 @@ def kv_bytes_per_step(arch: Architecture, batch: int, context: float, itemsize: 
     return 2.0 * arch.n_layers * batch * context * arch.d_model * itemsize
 
 
-def decode_roofline_tokens_per_s(arch: Architecture, batch: int, prompt: int, new: int, itemsize: int,
-                                 bytes_per_s: float) -> float:
+def decode_roofline_tokens_per_s(
+    arch: Architecture, batch: int, prompt: int, new: int, itemsize: int, bytes_per_s: float
+) -> float:
     """Max decode tokens/s: batch tokens per step, a step no faster than its bytes allow.
 
     The context averages over the decode steps (prompt + 1 ... prompt + new - 1 keys).

@@ -80,33 +80,73 @@ def fake_point(i: int, rng: random.Random) -> PointRecord:
 
     repeats = []
     for r in range(3):
-        components = {name: ComponentRecord(kind, num(), method, meter) for name, kind, method, meter in (
-            ("gpu0", "gpu", "counter", "nvml"), ("cpu", "cpu", "counter", "rapl"), ("dram0", "dram", "counter", "rapl"))}
-        repeats.append(RepeatRecord(
-            repeat=r, steps=rng.randint(10, 5000), tokens=rng.randint(1000, 10**6), flops=num() * 1e12,
-            model_flops=num() * 1e12, start_unix_s=1.7e9 + num(), duration_s=num(), energy_j=num(),
-            method="counter", energy_method="counter", flags=["extended-window"] if r == 0 else [],
-            components=components, active_energy_j=num(), ttft_s=num() / 1e3, tpot_s=num() / 1e3,
-            latency_s={k: num() / 1e3 for k in ("p50", "p90", "p99", "mean", "min", "max")},
-            codecarbon={"duration_s": num(), "energy_j": num(), "cpu_energy_j": num(), "gpu_energy_j": num(),
-                        "ram_energy_j": num(), "emissions_g": num()},
-        ))
-    p = PointRecord(key=f"opt-125m/decode/b{i}/p64-n16", model="opt-125m", workload="decode", batch_size=i,
-                    prompt_tokens=64, new_tokens=16, repeats=repeats, started_unix_s=1.7e9 + num(),
-                    tokens_per_step=rng.randint(1, 512), flops_per_step=num() * 1e9,
-                    model_flops_per_step=num() * 1e9, warmup={"steps": 3, "duration_s": num(), "first_step_s": num()},
-                    params=125_239_296, parallel=None)
+        components = {
+            name: ComponentRecord(kind, num(), method, meter)
+            for name, kind, method, meter in (
+                ("gpu0", "gpu", "counter", "nvml"),
+                ("cpu", "cpu", "counter", "rapl"),
+                ("dram0", "dram", "counter", "rapl"),
+            )
+        }
+        repeats.append(
+            RepeatRecord(
+                repeat=r,
+                steps=rng.randint(10, 5000),
+                tokens=rng.randint(1000, 10**6),
+                flops=num() * 1e12,
+                model_flops=num() * 1e12,
+                start_unix_s=1.7e9 + num(),
+                duration_s=num(),
+                energy_j=num(),
+                method="counter",
+                energy_method="counter",
+                flags=["extended-window"] if r == 0 else [],
+                components=components,
+                active_energy_j=num(),
+                ttft_s=num() / 1e3,
+                tpot_s=num() / 1e3,
+                latency_s={k: num() / 1e3 for k in ("p50", "p90", "p99", "mean", "min", "max")},
+                codecarbon={
+                    "duration_s": num(),
+                    "energy_j": num(),
+                    "cpu_energy_j": num(),
+                    "gpu_energy_j": num(),
+                    "ram_energy_j": num(),
+                    "emissions_g": num(),
+                },
+            )
+        )
+    p = PointRecord(
+        key=f"opt-125m/decode/b{i}/p64-n16",
+        model="opt-125m",
+        workload="decode",
+        batch_size=i,
+        prompt_tokens=64,
+        new_tokens=16,
+        repeats=repeats,
+        started_unix_s=1.7e9 + num(),
+        tokens_per_step=rng.randint(1, 512),
+        flops_per_step=num() * 1e9,
+        model_flops_per_step=num() * 1e9,
+        warmup={"steps": 3, "duration_s": num(), "first_step_s": num()},
+        params=125_239_296,
+        parallel=None,
+    )
     p.finish(peak_memory_bytes=rng.randint(10**8, 10**10))
     return p
 
 
 def fake_run(run_id: str) -> RunRecord:
     return RunRecord(
-        run_id=run_id, status="running", started_utc="2026-12-01T00:00:00+00:00", carbonbench_version="bench",
-        fingerprint="0" * 16, scenario={"name": "bench", "carbon": {"grid_g_per_kwh": 400.0},
-                                        "measurement": {"repeats": 3}},
+        run_id=run_id,
+        status="running",
+        started_utc="2026-12-01T00:00:00+00:00",
+        carbonbench_version="bench",
+        fingerprint="0" * 16,
+        scenario={"name": "bench", "carbon": {"grid_g_per_kwh": 400.0}, "measurement": {"repeats": 3}},
         environment={"hostname": "bench", "cpu_model": "x" * 40, "gpus": ["NVIDIA H100 80GB HBM3"]},
-        meters=[{"kind": "nvml", "detail": "y" * 200}], timeline_file=f"{run_id}.timeline.csv",
+        meters=[{"kind": "nvml", "detail": "y" * 200}],
+        timeline_file=f"{run_id}.timeline.csv",
     )
 
 
@@ -139,8 +179,13 @@ def old_way(directory: Path, points: list[PointRecord], sample_every: int, count
             made += 1
         counted += size_so_far
     wall_s = time.perf_counter() - t0
-    return {"bytes": counted, "wall_s": wall_s if sample_every == 1 else made_s * sample_every,
-            "measured": sample_every == 1, "rewrites_made": made, "final_file_bytes": path.stat().st_size}
+    return {
+        "bytes": counted,
+        "wall_s": wall_s if sample_every == 1 else made_s * sample_every,
+        "measured": sample_every == 1,
+        "rewrites_made": made,
+        "final_file_bytes": path.stat().st_size,
+    }
 
 
 def new_way(directory: Path, points: list[PointRecord], counter: CountingOs) -> dict:
@@ -153,17 +198,26 @@ def new_way(directory: Path, points: list[PointRecord], counter: CountingOs) -> 
     run_file.close("complete")
     wall_s = time.perf_counter() - t0
     wchar = proc_wchar()
-    return {"bytes": counter.bytes_written - before[0], "writes": counter.writes - before[1],
-            "fsyncs": counter.fsyncs - before[2], "wall_s": wall_s, "measured": True,
-            "proc_wchar": None if wchar is None else wchar - before[3],
-            "final_file_bytes": run_file.path.stat().st_size}
+    return {
+        "bytes": counter.bytes_written - before[0],
+        "writes": counter.writes - before[1],
+        "fsyncs": counter.fsyncs - before[2],
+        "wall_s": wall_s,
+        "measured": True,
+        "proc_wchar": None if wchar is None else wchar - before[3],
+        "final_file_bytes": run_file.path.stat().st_size,
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--old-sample", type=int, default=None,
-                        help="make every K-th old rewrite for real (default: all up to 1,000 points, else 50)")
+    parser.add_argument(
+        "--old-sample",
+        type=int,
+        default=None,
+        help="make every K-th old rewrite for real (default: all up to 1,000 points, else 50)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -181,12 +235,21 @@ def main(argv=None) -> int:
             for way, k in runs:
                 directory = root / f"{way}-{n}-{k}"
                 directory.mkdir()
-                figures = old_way(directory, points, k, counter) if way == "old" else new_way(directory, points, counter)
+                figures = (
+                    old_way(directory, points, k, counter) if way == "old" else new_way(directory, points, counter)
+                )
                 shutil.rmtree(directory)
-                label = way if way == "new" else f"old ({'every rewrite' if k == 1 else f'every {k}th rewrite, times x {k}'})"
+                label = (
+                    way
+                    if way == "new"
+                    else f"old ({'every rewrite' if k == 1 else f'every {k}th rewrite, times x {k}'})"
+                )
                 rows.append({"points": n, "way": label, "point_json_bytes": round(per_point), **figures})
-                print(f"{n:>6} points ({per_point / 1e3:.1f} KB each)  {label:<40} {figures['bytes'] / 1e6:>12,.1f} MB  {figures['wall_s']:>9.1f} s"
-                      f"{'' if figures['measured'] else ' (estimated)'}", flush=True)
+                print(
+                    f"{n:>6} points ({per_point / 1e3:.1f} KB each)  {label:<40} {figures['bytes'] / 1e6:>12,.1f} MB  {figures['wall_s']:>9.1f} s"
+                    f"{'' if figures['measured'] else ' (estimated)'}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.json:

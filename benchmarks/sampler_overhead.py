@@ -83,8 +83,12 @@ def trial(step, device: torch.device, interval_s: float, sampling: bool, seconds
     d = w.measurement.duration_s
     sampler_cpu_s = sum(m.sampler.thread_cpu_s for m in meters.meters if hasattr(m, "sampler"))
     return {
-        "sampling": sampling, "units": units, "duration_s": d, "throughput": units / d,
-        "samples": samples, "sampler_cpu_s": sampler_cpu_s,
+        "sampling": sampling,
+        "units": units,
+        "duration_s": d,
+        "throughput": units / d,
+        "samples": samples,
+        "sampler_cpu_s": sampler_cpu_s,
     }
 
 
@@ -99,16 +103,22 @@ def main(argv=None) -> dict:
     p.add_argument("--matmul-n", type=int, default=256)
     p.add_argument("--rounds", type=int, default=20, help="on/off pairs")
     p.add_argument("--seconds", type=float, default=0.75, help="length of each trial")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: on a shared machine, OpenMP threads that "
-                   "spin-wait for a busy core make the throughput swing by 2-4x; 0 = torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine, OpenMP threads that "
+        "spin-wait for a busy core make the throughput swing by 2-4x; 0 = torch's default)",
+    )
     p.add_argument("--interval", type=float, default=0.1, help="sampler interval (s)")
     p.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
     args = p.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu"))
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    )
     if args.workload == "decode":
         model = args.model or ("opt-125m" if device.type == "cuda" else "opt-tiny")
         step, what = decode_workload(model, device, args.batch, args.prompt_tokens, args.new_tokens)
@@ -124,8 +134,11 @@ def main(argv=None) -> dict:
         pair = {s: trial(step, device, args.interval, s, args.seconds) for s in order}
         trials += [pair[order[0]], pair[order[1]]]
         ratios.append(pair[True]["throughput"] / pair[False]["throughput"])
-        print(f"round {r + 1}/{args.rounds}: on {pair[True]['throughput']:.1f}/s, off {pair[False]['throughput']:.1f}/s, "
-              f"ratio {ratios[-1]:.4f}, samples {pair[True]['samples']}", flush=True)
+        print(
+            f"round {r + 1}/{args.rounds}: on {pair[True]['throughput']:.1f}/s, off {pair[False]['throughput']:.1f}/s, "
+            f"ratio {ratios[-1]:.4f}, samples {pair[True]['samples']}",
+            flush=True,
+        )
 
     mean, std, half = ci95(ratios)
     median = statistics.median(ratios)
@@ -137,7 +150,9 @@ def main(argv=None) -> dict:
     result = {
         "workload": what,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model_name()}, {os.cpu_count()} CPUs",
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu_model_name()}, {os.cpu_count()} CPUs",
         "torch_threads": torch.get_num_threads(),
         "meters": [m["name"] for m in build_meter_set(device, MeasurementConfig(), sample=False).describe()],
         "rounds": args.rounds,
@@ -154,10 +169,14 @@ def main(argv=None) -> dict:
         "ratios": ratios,
         "trials": trials,
     }
-    print(f"\n{what} on {result['device_name']} ({device}), {args.rounds} ABBA rounds of {args.seconds:g} s, "
-          f"sampler every {args.interval:g} s ({result['samples_per_s_on']:.1f} rows/s)")
-    print(f"throughput ratio on/off = {mean:.4f} ± {half:.4f} (mean, 95% CI; std {std:.4f}; median {median:.4f}) "
-          f"-> overhead {result['overhead_pct']:+.2f}% ± {result['overhead_ci95_pct']:.2f}%")
+    print(
+        f"\n{what} on {result['device_name']} ({device}), {args.rounds} ABBA rounds of {args.seconds:g} s, "
+        f"sampler every {args.interval:g} s ({result['samples_per_s_on']:.1f} rows/s)"
+    )
+    print(
+        f"throughput ratio on/off = {mean:.4f} ± {half:.4f} (mean, 95% CI; std {std:.4f}; median {median:.4f}) "
+        f"-> overhead {result['overhead_pct']:+.2f}% ± {result['overhead_ci95_pct']:.2f}%"
+    )
     print(f"sampler threads' own CPU time: {result['sampler_cpu_share_pct']:.3f}% of one core")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")

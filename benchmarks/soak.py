@@ -109,8 +109,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/soak"), help="run file, timeline and summary go here")
     ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS/thread samples")
     ap.add_argument("--window", type=float, default=5.0, help="seconds per measured window")
-    ap.add_argument("--settle", type=float, default=None, help="warm-up excluded from the settled slope "
-                    "(default: 10%% of --seconds, at least 30 s)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="warm-up excluded from the settled slope (default: 10%% of --seconds, at least 30 s)",
+    )
     ap.add_argument("--model", default="opt-tiny")
     ap.add_argument("--workload", choices=["decode", "prefill", "train"], default="decode")
     ap.add_argument("--batch", type=int, default=2)
@@ -131,7 +135,9 @@ def main() -> int:
     scenario = sc.load(path)
 
     logs: list[str] = []
-    runner = Runner(scenario, args.out, device=args.device, hooks=Hooks(log=lambda m: (logs.append(m), print(m, flush=True))))
+    runner = Runner(
+        scenario, args.out, device=args.device, hooks=Hooks(log=lambda m: (logs.append(m), print(m, flush=True)))
+    )
     meters = build_meter_set(runner.device, scenario.measurement)
     runner._meters = meters  # keep a handle: the samples still held in memory are counted at the end
 
@@ -159,7 +165,7 @@ def main() -> int:
     # closes them: between the first and the last tick that saw any, all must be alive.
     first = samples.index(seen[0]) if seen else 0
     last = samples.index(seen[-1]) if seen else -1
-    gaps = [s["t_s"] for s in samples[first:last + 1] if set(s["samplers"]) != expected]
+    gaps = [s["t_s"] for s in samples[first : last + 1] if set(s["samplers"]) != expected]
     rss = [s["rss_mb"] for s in samples]
     points = run["points"] if run else []
     repeats_done = [r for p in points for r in p.get("repeats", [])]

@@ -116,7 +116,9 @@ def study(variant: str, options: dict, args, device: torch.device, meters) -> di
 
 
 def markdown(rows: list[dict], args, device: torch.device) -> str:
-    what = f"{args.model} {args.workload} b{args.batch} p{args.prompt}" + (f" n{args.new}" if args.workload == "decode" else "")
+    what = f"{args.model} {args.workload} b{args.batch} p{args.prompt}" + (
+        f" n{args.new}" if args.workload == "decode" else ""
+    )
     lines = [
         f"## Warm-up and compile: {what} on {device.type} ({torch.get_num_threads()} thread(s)),"
         f" {args.steps} cold steps then {args.steps} warm",
@@ -166,17 +168,29 @@ def main() -> None:
             print(f"{name} ...", flush=True)
             rows.append(study(name, options, args, device, meters))
             r = rows[-1]
-            print(f"  first step {r['first_step_s']:.3g} s, steady {r['steady_step_s']:.3g} s, "
-                  f"cold run tokens/s {100 * r['cold_tokens_per_s_error']:+.1f}%", flush=True)
+            print(
+                f"  first step {r['first_step_s']:.3g} s, steady {r['steady_step_s']:.3g} s, "
+                f"cold run tokens/s {100 * r['cold_tokens_per_s_error']:+.1f}%",
+                flush=True,
+            )
     finally:
         meters.close()
     text = markdown(rows, args, device)
     out = args.out or ROOT / "results" / "warmup-effect" / device.type
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.model}-{args.workload}"
-    (out / f"{stem}.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                  "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
-                                                  "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+    (out / f"{stem}.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+                "torch": torch.__version__,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     (out / f"{stem}.md").write_text(text)
     print(text)
 

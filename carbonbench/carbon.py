@@ -38,16 +38,37 @@ _NUMERIC = ("energy_j", "tokens", "duration_s", "n_devices", "flops", "model_flo
 _SIXTEEN_BIT = {"float16", "fp16", "half", "bfloat16", "bf16"}
 
 DERIVED_COLUMNS = (
-    "grid_g_per_kwh", "grid_source", "energy_kwh", "facility_energy_kwh", "device_hours",
-    "joules_per_token", "kwh_per_million_tokens", "facility_kwh_per_million_tokens",
-    "co2e_g", "co2e_g_per_million_tokens", "cost_usd", "usd_per_million_tokens",
-    "usd_electricity_per_million_tokens", "usd_rental_per_million_tokens", "tokens_per_joule",
-    "achieved_flops_per_s", "achieved_model_flops_per_s", "hardware", "peak_flops_per_s", "mfu", "hfu",
+    "grid_g_per_kwh",
+    "grid_source",
+    "energy_kwh",
+    "facility_energy_kwh",
+    "device_hours",
+    "joules_per_token",
+    "kwh_per_million_tokens",
+    "facility_kwh_per_million_tokens",
+    "co2e_g",
+    "co2e_g_per_million_tokens",
+    "cost_usd",
+    "usd_per_million_tokens",
+    "usd_electricity_per_million_tokens",
+    "usd_rental_per_million_tokens",
+    "tokens_per_joule",
+    "achieved_flops_per_s",
+    "achieved_model_flops_per_s",
+    "hardware",
+    "peak_flops_per_s",
+    "mfu",
+    "hfu",
 )
 EMBODIED_COLUMNS = ("embodied_co2e_g", "embodied_co2e_g_per_million_tokens", "embodied_source")
 
 DEFAULT_PLACES: tuple[tuple[str, Optional[str]], ...] = (
-    ("FRA", None), ("CAN", "quebec"), ("USA", None), ("DEU", None), ("POL", None), ("IND", None),
+    ("FRA", None),
+    ("CAN", "quebec"),
+    ("USA", None),
+    ("DEU", None),
+    ("POL", None),
+    ("IND", None),
 )
 
 
@@ -104,8 +125,11 @@ def where_to_run(
     keys = ["place", "grid_country", "grid_region", "grid_g_per_kwh", "grid_source"]
     keys += [c for c in _POINT_KEYS if c in df.columns]
     metrics = [
-        "joules_per_token", "kwh_per_million_tokens", "facility_kwh_per_million_tokens",
-        "co2e_g_per_million_tokens", "usd_per_million_tokens",
+        "joules_per_token",
+        "kwh_per_million_tokens",
+        "facility_kwh_per_million_tokens",
+        "co2e_g_per_million_tokens",
+        "usd_per_million_tokens",
     ]
     if not frames:
         return pd.DataFrame(columns=keys + metrics + (["repeats"] if aggregate else []))
@@ -180,7 +204,9 @@ def _derive(
 
     hardware = _match_rows(out, hardware_file)
     out["hardware"] = [hw.name if hw is not None else None for hw in hardware]
-    peak = pd.Series([hw.peak_bf16_flops if hw is not None else np.nan for hw in hardware], index=out.index, dtype=float)
+    peak = pd.Series(
+        [hw.peak_bf16_flops if hw is not None else np.nan for hw in hardware], index=out.index, dtype=float
+    )
     out["peak_flops_per_s"] = peak * out["n_devices"]
     # The table holds 16-bit tensor-core peaks only; an fp32 run's MFU against them
     # would be a different quantity, so it is left out rather than misreported.

@@ -253,7 +253,9 @@ def _build_dataclass(cls: type, value: Any, source: str, path: str) -> Any:
     for key in value:
         if not isinstance(key, str) or key not in fields:
             raise _fail(
-                source, _join(path, str(key)), key,
+                source,
+                _join(path, str(key)),
+                key,
                 f"unknown key{closest(str(key), fields)}; valid keys: {', '.join(fields)}",
             )
     kwargs = {}

@@ -34,6 +34,7 @@ from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware
 from carbonbench.opt.card import Architecture
 
+
 @dataclass(frozen=True)
 class Facility:
     """Where and at what price the devices run: grid, PUE, prices, embodied carbon."""
@@ -97,8 +98,10 @@ class Host:
 
     def assumption(self) -> str:
         if self.w_per_device == 0:
-            return ("host CPUs, memory and network are not counted (give --host-w-per-device or "
-                    "--host-w-per-node to add them)")
+            return (
+                "host CPUs, memory and network are not counted (give --host-w-per-device or "
+                "--host-w-per-node to add them)"
+            )
         return f"host power {self.w_per_device:g} W per device ({self.note or 'given'}), drawn for every device-hour"
 
 
@@ -184,7 +187,9 @@ def job_flops(
         return flopsmod.job_from_architecture(arch, tokens, seq, recompute)
     missing = [flag for flag, v in (("--layers", layers), ("--d-model", d_model), ("--seq-len", seq_len)) if v is None]
     if missing:
-        raise UserError(f"model FLOPs count attention, so --params needs {', '.join(missing)} too (or give --model CARD)")
+        raise UserError(
+            f"model FLOPs count attention, so --params needs {', '.join(missing)} too (or give --model CARD)"
+        )
     _positive("params", params)
     for what, value in (("layers", layers), ("d_model", d_model), ("sequence length", seq_len)):
         _count(what, value)
@@ -215,8 +220,9 @@ def estimate_training(
     _count("devices", devices)
     if (mfu is None) == (achieved_flops_per_s is None):
         raise UserError("give exactly one of an MFU or an achieved FLOP/s per device")
-    job = job_flops(tokens=tokens, recompute=recompute, arch=arch, seq_len=seq_len, params=params,
-                    layers=layers, d_model=d_model)
+    job = job_flops(
+        tokens=tokens, recompute=recompute, arch=arch, seq_len=seq_len, params=params, layers=layers, d_model=d_model
+    )
     seq = arch.max_positions if arch is not None and seq_len is None else seq_len
     params = int(params if params is not None else arch.param_count())
     peak = hardware.peak_bf16_flops
@@ -238,12 +244,16 @@ def estimate_training(
     e = _energy(device_hours, power + host.w_per_device, facility, hardware)
 
     if mfu is not None:
-        rate = (f"MFU {mfu:.1%} ({throughput_source}): {model_rate / 1e12:.4g} TFLOP/s of model FLOPs per device; "
-                f"HFU {hardware_rate / peak:.1%}")
+        rate = (
+            f"MFU {mfu:.1%} ({throughput_source}): {model_rate / 1e12:.4g} TFLOP/s of model FLOPs per device; "
+            f"HFU {hardware_rate / peak:.1%}"
+        )
     else:
-        rate = (f"{hardware_rate / 1e12:.4g} TFLOP/s of hardware FLOPs per device ({throughput_source})"
-                + (", recomputation counted as work" if recompute else "")
-                + f": HFU {hardware_rate / peak:.1%}, MFU {model_rate / peak:.1%}")
+        rate = (
+            f"{hardware_rate / 1e12:.4g} TFLOP/s of hardware FLOPs per device ({throughput_source})"
+            + (", recomputation counted as work" if recompute else "")
+            + f": HFU {hardware_rate / peak:.1%}, MFU {model_rate / peak:.1%}"
+        )
     who = f"{model} ({params:,} parameters)" if model else f"{params:,} parameters"
     assumptions = [
         f"{who}, D = {tokens:.4g} tokens in sequences of {seq:,}",
@@ -258,16 +268,36 @@ def estimate_training(
     ]
     if e["embodied_source"]:
         assumptions.append(f"embodied carbon shown separately: {e['embodied_source']}")
-    return finite(TrainingEstimate(
-        mode="training", model=model, params=params, tokens=float(tokens), seq_len=int(seq), recompute=recompute,
-        model_flops=job.model, hardware_flops=job.hardware, model_flops_rule=job.model_rule,
-        hardware_flops_rule=job.hardware_rule, hardware=hardware.name, devices=int(devices),
-        peak_flops_per_s_per_device=peak, achieved_flops_per_s_per_device=hardware_rate,
-        achieved_model_flops_per_s_per_device=model_rate, mfu=model_rate / peak, hfu=hardware_rate / peak,
-        throughput_source=throughput_source, device_power_w=power, host_power_w_per_device=host.w_per_device,
-        wall_hours=wall_s / 3600.0, wall_days=wall_s / 86400.0, device_hours=device_hours,
-        **_energy_fields(e, facility), assumptions=tuple(assumptions), equivalents=tuple(equivalents(e["co2e_g"])),
-    ))
+    return finite(
+        TrainingEstimate(
+            mode="training",
+            model=model,
+            params=params,
+            tokens=float(tokens),
+            seq_len=int(seq),
+            recompute=recompute,
+            model_flops=job.model,
+            hardware_flops=job.hardware,
+            model_flops_rule=job.model_rule,
+            hardware_flops_rule=job.hardware_rule,
+            hardware=hardware.name,
+            devices=int(devices),
+            peak_flops_per_s_per_device=peak,
+            achieved_flops_per_s_per_device=hardware_rate,
+            achieved_model_flops_per_s_per_device=model_rate,
+            mfu=model_rate / peak,
+            hfu=hardware_rate / peak,
+            throughput_source=throughput_source,
+            device_power_w=power,
+            host_power_w_per_device=host.w_per_device,
+            wall_hours=wall_s / 3600.0,
+            wall_days=wall_s / 86400.0,
+            device_hours=device_hours,
+            **_energy_fields(e, facility),
+            assumptions=tuple(assumptions),
+            equivalents=tuple(equivalents(e["co2e_g"])),
+        )
+    )
 
 
 def estimate_power(
@@ -300,8 +330,7 @@ def estimate_power(
         raise UserError("give the device power in W, or a hardware name to use its power")
     power, power_note = _device_power(device_power_w, hardware)
     e = _energy(used, power + host.w_per_device, facility, hardware)
-    span = (f"{devices:,} devices for {wall:g} hours" if devices and wall is not None
-            else f"{used:,.6g} device-hours")
+    span = f"{devices:,} devices for {wall:g} hours" if devices and wall is not None else f"{used:,.6g} device-hours"
     assumptions = [
         f"{span} at {power:g} W per device ({power_note}), drawing that power throughout",
         host.assumption(),
@@ -309,12 +338,20 @@ def estimate_power(
     ]
     if e["embodied_source"]:
         assumptions.append(f"embodied carbon shown separately: {e['embodied_source']}")
-    return finite(PowerEstimate(
-        mode="power", devices=None if devices is None else int(devices), device_power_w=power,
-        host_power_w_per_device=host.w_per_device, wall_hours=wall,
-        wall_days=None if wall is None else wall / 24.0, device_hours=used, **_energy_fields(e, facility),
-        assumptions=tuple(assumptions), equivalents=tuple(equivalents(e["co2e_g"])),
-    ))
+    return finite(
+        PowerEstimate(
+            mode="power",
+            devices=None if devices is None else int(devices),
+            device_power_w=power,
+            host_power_w_per_device=host.w_per_device,
+            wall_hours=wall,
+            wall_days=None if wall is None else wall / 24.0,
+            device_hours=used,
+            **_energy_fields(e, facility),
+            assumptions=tuple(assumptions),
+            equivalents=tuple(equivalents(e["co2e_g"])),
+        )
+    )
 
 
 def finite(result):
@@ -326,8 +363,10 @@ def finite(result):
     for f in fields(result):
         value = getattr(result, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"the estimate's {f.name} comes out as {value}: an input is too large or too small "
-                            "to compute with (see each flag's range in --help)")
+            raise UserError(
+                f"the estimate's {f.name} comes out as {value}: an input is too large or too small "
+                "to compute with (see each flag's range in --help)"
+            )
     return result
 
 
@@ -336,19 +375,27 @@ def _energy(device_hours: float, power_w: float, facility: Facility, hardware: O
     kwh = it_kwh * facility.pue
     embodied_g, embodied_source = facility.embodied_g(device_hours, hardware)
     return {
-        "it_kwh": it_kwh, "kwh": kwh, "co2e_g": kwh * facility.grid.g_per_kwh,
+        "it_kwh": it_kwh,
+        "kwh": kwh,
+        "co2e_g": kwh * facility.grid.g_per_kwh,
         "electricity": kwh * facility.cost.usd_per_kwh,
         "rental": device_hours * facility.cost.usd_per_device_hour,
-        "embodied_g": embodied_g, "embodied_source": embodied_source,
+        "embodied_g": embodied_g,
+        "embodied_source": embodied_source,
     }
 
 
 def _energy_fields(e: dict, facility: Facility) -> dict:
     return {
-        "it_energy_mwh": e["it_kwh"] / 1e3, "energy_mwh": e["kwh"] / 1e3, "pue": facility.pue,
-        "grid_g_per_kwh": facility.grid.g_per_kwh, "grid_source": facility.grid.source,
-        "co2e_t": e["co2e_g"] / 1e6, "electricity_cost_usd": e["electricity"],
-        "rental_cost_usd": e["rental"], "cost_usd": e["electricity"] + e["rental"],
+        "it_energy_mwh": e["it_kwh"] / 1e3,
+        "energy_mwh": e["kwh"] / 1e3,
+        "pue": facility.pue,
+        "grid_g_per_kwh": facility.grid.g_per_kwh,
+        "grid_source": facility.grid.source,
+        "co2e_t": e["co2e_g"] / 1e6,
+        "electricity_cost_usd": e["electricity"],
+        "rental_cost_usd": e["rental"],
+        "cost_usd": e["electricity"] + e["rental"],
         "embodied_co2e_t": None if e["embodied_g"] is None else e["embodied_g"] / 1e6,
         "embodied_source": e["embodied_source"],
     }

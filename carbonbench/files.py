@@ -136,7 +136,7 @@ def remove(path: Path) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _temp_beside(path: Path) -> Path:
@@ -171,8 +171,16 @@ class LockFile:
     def acquire(self) -> Optional[dict]:
         """Take the lock; the holder it took over from (a dead process), if any."""
         took_over = None
-        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                           "since_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + "\n"
+        text = (
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            + "\n"
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -258,8 +266,10 @@ class LockFile:
             who = "a process that is still writing the lock"
         else:
             who = f"pid {holder['pid']} on {holder.get('host')}, since {holder.get('since_utc')}"
-        return (f"{self.what} is in use by another carbonbench run ({who}); wait for it to end, "
-                f"or delete {self.path} if that process is gone")
+        return (
+            f"{self.what} is in use by another carbonbench run ({who}); wait for it to end, "
+            f"or delete {self.path} if that process is gone"
+        )
 
 
 def _age_s(path: Path) -> float:

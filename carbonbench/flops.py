@@ -91,8 +91,9 @@ def prefill(arch: Architecture, batch: int, prompt: int, project_all: bool = Fal
     return StepFlops(model, forward(arch, batch, prompt, prompt, head=1, project_out=prompt if project_all else 1))
 
 
-def decode(arch: Architecture, batch: int, prompt: int, new: int, attends_buffer: bool = False,
-           project_all: bool = False) -> StepFlops:
+def decode(
+    arch: Architecture, batch: int, prompt: int, new: int, attends_buffer: bool = False, project_all: bool = False
+) -> StepFlops:
     """A prefill, then new - 1 single-token steps. The model needs the step at position p
     to score p + 1 keys; with ``attends_buffer`` every step scores all prompt + new slots
     of the static cache."""
@@ -114,6 +115,7 @@ def train(arch: Architecture, batch: int, seq: int, recompute_layers: bool = Fal
 
 # ---- whole training jobs ------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class JobFlops:
     """A whole training job: model FLOPs (MFU), hardware FLOPs (HFU) and how each was counted."""
@@ -132,26 +134,37 @@ def job_from_architecture(arch: Architecture, tokens: float, seq: int, recompute
     steps = tokens / seq  # sequences; fractional is fine, FLOPs are linear in tokens
     model = steps * train(arch, 1, seq).model
     extra = tokens * L * (2 * layer_weights(arch) + 4 * d * seq) if recompute_layers else 0.0
-    rule = (f"3 x (2 x {arch.matmul_params():,} matmul weights + 4 L d s attention) per token, "
-            f"L = {L}, d = {d}, s = {seq}: the PaLM/Megatron-LM convention, full attention, no recomputation")
-    hw_rule = (f"model FLOPs + one more forward of every layer per token (2 x {layer_weights(arch):,} weights "
-               "+ 4 d s per layer), as Megatron-LM counts recomputation; the LM head is not recomputed"
-               if recompute_layers else "the same as model FLOPs: no recomputation")
+    rule = (
+        f"3 x (2 x {arch.matmul_params():,} matmul weights + 4 L d s attention) per token, "
+        f"L = {L}, d = {d}, s = {seq}: the PaLM/Megatron-LM convention, full attention, no recomputation"
+    )
+    hw_rule = (
+        f"model FLOPs + one more forward of every layer per token (2 x {layer_weights(arch):,} weights "
+        "+ 4 d s per layer), as Megatron-LM counts recomputation; the LM head is not recomputed"
+        if recompute_layers
+        else "the same as model FLOPs: no recomputation"
+    )
     return JobFlops(model, model + extra, rule, hw_rule)
 
 
-def job_from_params(params: float, layers: int, d_model: int, seq: int, tokens: float,
-                    recompute_layers: bool) -> JobFlops:
+def job_from_params(
+    params: float, layers: int, d_model: int, seq: int, tokens: float, recompute_layers: bool
+) -> JobFlops:
     """PaLM's 6 N + 12 L H Q T per token (H Q = d_model), for a model known only by its
     parameter count N, layers and width; recomputation adds one forward of the layers,
     taken as 12 L d^2 weights (a 4d FFN, as Megatron-LM's formula assumes)."""
     per_token = 6.0 * params + 12.0 * layers * d_model * seq
     extra = tokens * (2.0 * 12 * layers * d_model**2 + 4.0 * layers * d_model * seq) if recompute_layers else 0.0
-    rule = (f"6 N + 12 L d s per token (PaLM, appendix B), N = {params:,.0f}, L = {layers}, d = {d_model}, "
-            f"s = {seq}: full attention, no recomputation")
-    hw_rule = ("model FLOPs + one more forward of the layers per token (24 L d^2 + 4 L d s, a 4d FFN as in "
-               "Megatron-LM); the LM head is not recomputed" if recompute_layers
-               else "the same as model FLOPs: no recomputation")
+    rule = (
+        f"6 N + 12 L d s per token (PaLM, appendix B), N = {params:,.0f}, L = {layers}, d = {d_model}, "
+        f"s = {seq}: full attention, no recomputation"
+    )
+    hw_rule = (
+        "model FLOPs + one more forward of the layers per token (24 L d^2 + 4 L d s, a 4d FFN as in "
+        "Megatron-LM); the LM head is not recomputed"
+        if recompute_layers
+        else "the same as model FLOPs: no recomputation"
+    )
     return JobFlops(tokens * per_token, tokens * per_token + extra, rule, hw_rule)
 
 

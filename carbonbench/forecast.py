@@ -77,11 +77,12 @@ def plan(scenario: Scenario, points: list[Point], flops_per_s: float) -> list[Pl
     planned = []
     for p in points:
         arch = cards[p.model].architecture
-        flops = {
-            "prefill": lambda: prefill_flops(arch, p.batch_size, p.prompt_tokens),
-            "decode": lambda: decode_flops(arch, p.batch_size, p.prompt_tokens, p.new_tokens),
-            "train": lambda: train_flops(arch, p.batch_size, p.seq_len, recompute),
-        }[p.workload]()
+        if p.workload == "prefill":
+            flops = prefill_flops(arch, p.batch_size, p.prompt_tokens)
+        elif p.workload == "decode":
+            flops = decode_flops(arch, p.batch_size, p.prompt_tokens, p.new_tokens)
+        else:
+            flops = train_flops(arch, p.batch_size, p.seq_len, recompute)
         step_s = flops / flops_per_s
         warmup = max(m.warmup_steps * step_s, m.warmup_s)
         planned.append(PlannedPoint(p, step_s, warmup + m.repeats * max(m.min_seconds, step_s) + m.cooldown_s))

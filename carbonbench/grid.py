@@ -110,7 +110,9 @@ def known_regions(country: str) -> list[str]:
     if code == "CAN":
         return list(_read("2023/canada_energy_mix.json"))
     if code == "CHN":
-        return [names[0] for names in (p["names"] for p in _read("2023/china_provincial_emissions.json")["data"].values())]
+        return [
+            names[0] for names in (p["names"] for p in _read("2023/china_provincial_emissions.json")["data"].values())
+        ]
     return list(_NORDIC_ZONES.get(code, ()))
 
 
@@ -190,8 +192,10 @@ def _canada(region: str) -> GridIntensity:
     # Same arithmetic as codecarbon: only coal, oil and gas count; shares are of "total".
     g = sum(mix.get(fuel, 0.0) / mix["total"] * factor for fuel, factor in _CANADA_FUEL_G_PER_KWH.items())
     return GridIntensity(
-        g, _source("2023/canada_energy_mix.json", f"{key} (generation mix x codecarbon's coal/oil/gas factors)"),
-        "CAN", key,
+        g,
+        _source("2023/canada_energy_mix.json", f"{key} (generation mix x codecarbon's coal/oil/gas factors)"),
+        "CAN",
+        key,
     )
 
 
@@ -202,8 +206,10 @@ def _china(region: str) -> GridIntensity:
         if name in province["names"]:
             entry = f"{code} {province['description']} (MEE/NBS {province.get('year', '')}, CO2 only)"
             return GridIntensity(
-                float(province["emission_factor"]), _source("2023/china_provincial_emissions.json", entry),
-                "CHN", province["names"][0],
+                float(province["emission_factor"]),
+                _source("2023/china_provincial_emissions.json", entry),
+                "CHN",
+                province["names"][0],
             )
     # codecarbon uses the national figure for Tibet, Hong Kong, Macao and Taiwan; saying so
     # is better than doing it behind the user's back.

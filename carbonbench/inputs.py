@@ -23,7 +23,9 @@ def check_inputs(scenario: Scenario) -> None:
     for entry in scenario.entries:
         card = entry.card
         if card.checkpoint:  # a card file names its checkpoint: name the card by its path
-            check_checkpoint(card.checkpoint, card.architecture, card.name if Path(entry.source).is_dir() else card.path)
+            check_checkpoint(
+                card.checkpoint, card.architecture, card.name if Path(entry.source).is_dir() else card.path
+            )
             load_tokenizer(card.checkpoint)
 
 
@@ -31,8 +33,9 @@ def tokenizer_for(entry: ModelEntry) -> Optional[Tokenizer]:
     return load_tokenizer(entry.card.checkpoint) if entry.card.checkpoint else None
 
 
-def point_inputs(point: Point, layout: Layout, scenario: Scenario, tokenizer: Optional[Tokenizer], vocab: int,
-                 device: torch.device) -> Inputs:
+def point_inputs(
+    point: Point, layout: Layout, scenario: Scenario, tokenizer: Optional[Tokenizer], vocab: int, device: torch.device
+) -> Inputs:
     """The point's batch on device: text prompts when the scenario has them and the model a
     tokenizer, else synthetic ids. Data parallel: one global batch of batch_size rows per
     replica, of which this rank keeps its own."""

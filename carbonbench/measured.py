@@ -106,7 +106,6 @@ class InferenceEstimate(_Flat):
     equivalents: tuple
 
 
-
 def estimate_inference(
     point: MeasuredPoint,
     *,
@@ -131,29 +130,44 @@ def estimate_inference(
         f"(tokens as that workload counts them, pooled over {point.repeats} repeat(s))",
         "the load keeps the devices as busy as the benchmark did: no idle time between "
         "requests, no batching or prompt/decode mix other than the measured one",
-        f"measured energy covers the whole device(s) ({point.n_devices} x {point.device_name}), "
-        "idle draw included",
+        f"measured energy covers the whole device(s) ({point.n_devices} x {point.device_name}), idle draw included",
         *facility.assumptions(),
     ]
     if embodied_source:
         assumptions.append(f"embodied carbon shown separately: {embodied_source}")
     days_per_year = HOURS_PER_YEAR / 24.0
-    return finite(InferenceEstimate(
-        mode="inference", point=point.description, model=point.model, device_name=point.device_name,
-        n_devices=point.n_devices, requests_per_day=float(requests_per_day),
-        tokens_per_request=float(tokens_per_request), tokens_per_day=tokens_per_day,
-        joules_per_token=point.joules_per_token, tokens_per_s=point.tokens_per_s,
-        device_hours_per_day=device_hours, devices_busy=device_hours / 24.0,
-        it_energy_kwh_per_day=it_kwh, energy_kwh_per_day=kwh, pue=facility.pue,
-        grid_g_per_kwh=facility.grid.g_per_kwh, grid_source=facility.grid.source,
-        co2e_kg_per_day=co2e_g / 1e3, electricity_cost_usd_per_day=electricity,
-        rental_cost_usd_per_day=rental, cost_usd_per_day=electricity + rental,
-        energy_mwh_per_year=kwh * days_per_year / 1e3, co2e_t_per_year=co2e_g * days_per_year / 1e6,
-        cost_usd_per_year=(electricity + rental) * days_per_year,
-        embodied_co2e_kg_per_day=None if embodied_g is None else embodied_g / 1e3,
-        embodied_source=embodied_source, assumptions=tuple(assumptions),
-        equivalents=tuple(equivalents(co2e_g)),
-    ))
+    return finite(
+        InferenceEstimate(
+            mode="inference",
+            point=point.description,
+            model=point.model,
+            device_name=point.device_name,
+            n_devices=point.n_devices,
+            requests_per_day=float(requests_per_day),
+            tokens_per_request=float(tokens_per_request),
+            tokens_per_day=tokens_per_day,
+            joules_per_token=point.joules_per_token,
+            tokens_per_s=point.tokens_per_s,
+            device_hours_per_day=device_hours,
+            devices_busy=device_hours / 24.0,
+            it_energy_kwh_per_day=it_kwh,
+            energy_kwh_per_day=kwh,
+            pue=facility.pue,
+            grid_g_per_kwh=facility.grid.g_per_kwh,
+            grid_source=facility.grid.source,
+            co2e_kg_per_day=co2e_g / 1e3,
+            electricity_cost_usd_per_day=electricity,
+            rental_cost_usd_per_day=rental,
+            cost_usd_per_day=electricity + rental,
+            energy_mwh_per_year=kwh * days_per_year / 1e3,
+            co2e_t_per_year=co2e_g * days_per_year / 1e6,
+            cost_usd_per_year=(electricity + rental) * days_per_year,
+            embodied_co2e_kg_per_day=None if embodied_g is None else embodied_g / 1e3,
+            embodied_source=embodied_source,
+            assumptions=tuple(assumptions),
+            equivalents=tuple(equivalents(co2e_g)),
+        )
+    )
 
 
 def facility_for_point(
@@ -174,9 +188,14 @@ def facility_for_point(
     hour_price = _pick(usd_per_device_hour, point.usd_per_device_hour, defaults.usd_per_device_hour)
     chosen_pue = _pick(pue, point.pue, 1.0)
     return Facility(
-        grid=grid, pue=chosen_pue[0], cost=CostConfig(kwh_price[0], hour_price[0]),
-        embodied=embodied or EmbodiedConfig(), pue_note=chosen_pue[1],
-        cost_note=", ".join(f"{what} {how}" for what, how in (("$/kWh", kwh_price[1]), ("$/device-hour", hour_price[1]))),
+        grid=grid,
+        pue=chosen_pue[0],
+        cost=CostConfig(kwh_price[0], hour_price[0]),
+        embodied=embodied or EmbodiedConfig(),
+        pue_note=chosen_pue[1],
+        cost_note=", ".join(
+            f"{what} {how}" for what, how in (("$/kWh", kwh_price[1]), ("$/device-hour", hour_price[1]))
+        ),
     )
 
 
@@ -245,16 +264,24 @@ def select_point(
         grid = GridIntensity(float(first["grid_g_per_kwh"]), f"{first['grid_source']} (as in {source})")
     return MeasuredPoint(
         description=f"{_describe(first, keys)} in {source}",
-        model=_get(first, "model"), workload=_get(first, "workload"), device_name=device_name,
-        device_type=device_type, n_devices=n_devices, hardware=hw, repeats=len(group),
-        tokens=float(num["tokens"].sum()), energy_j=float(num["energy_j"].sum()),
+        model=_get(first, "model"),
+        workload=_get(first, "workload"),
+        device_name=device_name,
+        device_type=device_type,
+        n_devices=n_devices,
+        hardware=hw,
+        repeats=len(group),
+        tokens=float(num["tokens"].sum()),
+        energy_j=float(num["energy_j"].sum()),
         duration_s=float(num["duration_s"].sum()),
-        flops=flops, model_flops=model_flops,
-        dtype=_get(first, "dtype"), grid=grid, pue=_number(_get(first, "pue")),
+        flops=flops,
+        model_flops=model_flops,
+        dtype=_get(first, "dtype"),
+        grid=grid,
+        pue=_number(_get(first, "pue")),
         usd_per_kwh=_number(_get(first, "usd_per_kwh")),
         usd_per_device_hour=_number(_get(first, "usd_per_device_hour")),
     )
-
 
 
 def _pooled(group: pd.DataFrame, col: str) -> float:
@@ -289,11 +316,23 @@ def _as_text(value) -> str:
 
 
 def _describe(row: pd.Series, keys: list[str]) -> str:
-    shown = ("model", "workload", "dtype", "batch_size", "prompt_tokens", "new_tokens", "seq_len",
-             "device_name", "n_devices")
+    shown = (
+        "model",
+        "workload",
+        "dtype",
+        "batch_size",
+        "prompt_tokens",
+        "new_tokens",
+        "seq_len",
+        "device_name",
+        "n_devices",
+    )
     sizes = ("prompt_tokens", "new_tokens", "seq_len")  # 0 means "not this workload's size"
-    parts = [f"{k}={_as_text(row[k]) if isinstance(row[k], float) else row[k]}" for k in shown
-             if k in keys and _get(row, k) is not None and not (k in sizes and _get(row, k) == 0)]
+    parts = [
+        f"{k}={_as_text(row[k]) if isinstance(row[k], float) else row[k]}"
+        for k in shown
+        if k in keys and _get(row, k) is not None and not (k in sizes and _get(row, k) == 0)
+    ]
     return " ".join(parts) or "the only point"
 
 

@@ -18,8 +18,8 @@ from dataclasses import field
 from typing import Any, ClassVar, Optional
 
 from carbonbench.errors import ResultsError
-from carbonbench.reading import MAX_JSON_NUMBER, is_sane_number, key_path, printable
 from carbonbench.meters.idle import IdleBaseline
+from carbonbench.reading import MAX_JSON_NUMBER, is_sane_number, key_path, printable
 
 # Larger than any real count of tokens, FLOPs or bytes: an integer past this is damage
 # (a float conversion of a 400-digit integer overflows in every reader).
@@ -43,8 +43,11 @@ def check(value: Any, want: str, where: str) -> Any:
     if want == NUMBER:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Damaged(where, want)
-        if isinstance(value, int) and abs(value) > _MAX_NUMBER or isinstance(value, float) and not (
-            math.isfinite(value) and abs(value) <= _MAX_NUMBER
+        if (
+            isinstance(value, int)
+            and abs(value) > _MAX_NUMBER
+            or isinstance(value, float)
+            and not (math.isfinite(value) and abs(value) <= _MAX_NUMBER)
         ):
             raise Damaged(where, "a finite number")
         return value

@@ -121,8 +121,9 @@ def kv_cache_bytes(card: Card, dtype: str, batch_size: int, seq_len: int) -> int
     return 2 * arch.n_layers * batch_size * seq_len * arch.d_model * _activation_bytes(dtype)
 
 
-def inference_activations_bytes(card: Card, dtype: str, batch_size: int, seq_len: int,
-                                logits_positions: Optional[int] = None) -> int:
+def inference_activations_bytes(
+    card: Card, dtype: str, batch_size: int, seq_len: int, logits_positions: Optional[int] = None
+) -> int:
     """One layer's working set for every position, plus logits for ``logits_positions``
     positions per row (default all of them; prefill and decode keep only the last)."""
     arch = card.arch
@@ -172,8 +173,10 @@ def plan_memory(
 
     usable = int(hardware.memory_bytes * (1 - reserve_fraction))
     if usable < 1:  # devices needed divides by it
-        raise UserError(f"{hardware.name}: {hardware.memory_bytes:,} bytes with {reserve_fraction:.6g} kept back "
-                        "leaves no usable memory; give a smaller --reserve")
+        raise UserError(
+            f"{hardware.name}: {hardware.memory_bytes:,} bytes with {reserve_fraction:.6g} kept back "
+            "leaves no usable memory; give a smaller --reserve"
+        )
     inf_rows = tuple(_inference(card, d, batch_size, seq_len, usable) for d in dtypes) if inference else ()
     train_rows = tuple(_training(card, d, batch_size, seq_len, usable) for d in train_dtypes) if training else ()
 
@@ -191,8 +194,10 @@ def plan_memory(
             "set plus logits for every position; attention fused (no stored score matrix)",
         ]
         if "int8" in dtypes:
-            assumptions.append("int8: linear-layer weights in 1 byte, embeddings, biases and norms in 16-bit; "
-                               "quantisation scales not counted")
+            assumptions.append(
+                "int8: linear-layer weights in 1 byte, embeddings, biases and norms in 16-bit; "
+                "quantisation scales not counted"
+            )
     if training:
         assumptions += [
             "training: Adam; fp16/bf16 means mixed precision with fp32 master weights and optimizer "
@@ -203,9 +208,14 @@ def plan_memory(
         if "int8" in dtypes:
             assumptions.append("int8 is shown for inference only: it is not a training dtype here")
     return MemoryPlan(
-        model=card.name, params=card.param_count(), hardware=hardware.name,
-        device_memory_bytes=hardware.memory_bytes, reserve_fraction=reserve_fraction,
-        usable_bytes_per_device=usable, inference=inf_rows, training=train_rows,
+        model=card.name,
+        params=card.param_count(),
+        hardware=hardware.name,
+        device_memory_bytes=hardware.memory_bytes,
+        reserve_fraction=reserve_fraction,
+        usable_bytes_per_device=usable,
+        inference=inf_rows,
+        training=train_rows,
         assumptions=tuple(assumptions),
     )
 
@@ -229,8 +239,20 @@ def _training(card: Card, dtype: str, b: int, s: int, usable: int) -> TrainingMe
     states = w + grads + optimizer
     total, total_rc = states + act, states + act_rc
     return TrainingMemory(
-        dtype, b, s, w, grads, optimizer, act, act_rc, total, total_rc,
-        _devices(total, usable), _devices(total_rc, usable), total <= usable, total_rc <= usable,
+        dtype,
+        b,
+        s,
+        w,
+        grads,
+        optimizer,
+        act,
+        act_rc,
+        total,
+        total_rc,
+        _devices(total, usable),
+        _devices(total_rc, usable),
+        total <= usable,
+        total_rc <= usable,
     )
 
 
@@ -249,8 +271,12 @@ class PointMemory:
         return self.weights_bytes + self.states_bytes + self.kv_cache_bytes + self.activations_bytes
 
     def parts(self) -> str:
-        named = (("weights", self.weights_bytes), ("gradients and optimizer", self.states_bytes),
-                 ("KV cache", self.kv_cache_bytes), ("activations", self.activations_bytes))
+        named = (
+            ("weights", self.weights_bytes),
+            ("gradients and optimizer", self.states_bytes),
+            ("KV cache", self.kv_cache_bytes),
+            ("activations", self.activations_bytes),
+        )
         return ", ".join(f"{what} {n / 1e9:,.1f} GB" for what, n in named if n)
 
 
@@ -289,7 +315,8 @@ def preflight(point: Point, card: Card, dtype: Any, device: Any, layout: Any = N
     if need.total_bytes > free:
         raise ModelTooLargeError(
             f"{point.key} needs about {need.total_bytes / 1e9:,.1f} GB of host memory ({need.parts()}) but "
-            f"{free / 1e9:,.1f} GB is available; not run (estimated as carbonbench plan does)")
+            f"{free / 1e9:,.1f} GB is available; not run (estimated as carbonbench plan does)"
+        )
 
 
 def _devices(total: int, usable: int) -> int:

@@ -29,8 +29,13 @@ MAX_PROMPTS = 256 * MB
 MAX_RESULT = 512 * MB  # a run file of thousands of points, every rank's share recorded
 MAX_TIMELINE = 512 * MB  # a run of days at ten samples a second
 
-_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 class UnreadableFile(UserError):

@@ -22,8 +22,21 @@ from carbonbench import grid, stats
 from carbonbench.errors import ConfigError, ResultsError
 from carbonbench.meters.base import Measurement
 from carbonbench.meters.idle import IdleBaseline
-from carbonbench.plain import (BOOL, LIST, MAPPING, NUMBER, STRING, Damaged, Record, check, idle_baseline, numbers,
-                               omit, sane_numbers, summary_figures)
+from carbonbench.plain import (
+    BOOL,
+    LIST,
+    MAPPING,
+    NUMBER,
+    STRING,
+    Damaged,
+    Record,
+    check,
+    idle_baseline,
+    numbers,
+    omit,
+    sane_numbers,
+    summary_figures,
+)
 from carbonbench.scenario import Point
 
 SCHEMA = "carbonbench.run"
@@ -39,6 +52,7 @@ POINT_KEYS = ("run_id", "model", "engine", "dtype", "workload", *SIZE_FIELDS)
 MACHINE_COLUMNS = ("hostname", "device_type", "device_name", "n_devices")
 POINT_KEYS_WITH_MACHINE = ("run_id", *MACHINE_COLUMNS, *POINT_KEYS[1:])
 assert POINT_FIELDS == tuple(f.name for f in dataclasses.fields(Point))
+
 
 # -- one measured window ----------------------------------------------------------------
 @dataclass
@@ -93,24 +107,50 @@ class RepeatRecord(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
-        "repeat": NUMBER, "steps": NUMBER, "tokens": NUMBER, "flops": NUMBER, "model_flops": NUMBER,
+        "repeat": NUMBER,
+        "steps": NUMBER,
+        "tokens": NUMBER,
+        "flops": NUMBER,
+        "model_flops": NUMBER,
         "start_unix_s": NUMBER,
-        "duration_s": NUMBER, "energy_j": NUMBER, "method": STRING, "energy_method": STRING,
-        "active_energy_j": NUMBER, "ttft_s": NUMBER, "tpot_s": NUMBER, "codecarbon": MAPPING, "status": STRING,
-        "world_size": NUMBER, "ranks": LIST, "nodes": LIST,
+        "duration_s": NUMBER,
+        "energy_j": NUMBER,
+        "method": STRING,
+        "energy_method": STRING,
+        "active_energy_j": NUMBER,
+        "ttft_s": NUMBER,
+        "tpot_s": NUMBER,
+        "codecarbon": MAPPING,
+        "status": STRING,
+        "world_size": NUMBER,
+        "ranks": LIST,
+        "nodes": LIST,
     }
-    CODECARBON_NUMBERS: ClassVar[tuple[str, ...]] = ("duration_s", "energy_j", "cpu_energy_j", "gpu_energy_j",
-                                                     "ram_energy_j", "emissions_g")
+    CODECARBON_NUMBERS: ClassVar[tuple[str, ...]] = (
+        "duration_s",
+        "energy_j",
+        "cpu_energy_j",
+        "gpu_energy_j",
+        "ram_energy_j",
+        "emissions_g",
+    )
 
     @classmethod
     def from_measurement(cls, repeat: int, meas: Measurement, **fields: Any) -> "RepeatRecord":
         components = {
-            c.component: ComponentRecord(c.kind, c.energy_j, c.method, c.meter, c.integrated_j)
-            for c in meas.components
+            c.component: ComponentRecord(c.kind, c.energy_j, c.method, c.meter, c.integrated_j) for c in meas.components
         }
-        return cls(repeat=repeat, start_unix_s=meas.start_unix_s, duration_s=meas.duration_s,
-                   energy_j=meas.energy_j, method=meas.method, energy_method=meas.method,
-                   components=components, flags=list(meas.flags), **fields)
+        return cls(
+            repeat=repeat,
+            start_unix_s=meas.start_unix_s,
+            duration_s=meas.duration_s,
+            energy_j=meas.energy_j,
+            method=meas.method,
+            energy_method=meas.method,
+            components=components,
+            flags=list(meas.flags),
+            **fields,
+        )
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "RepeatRecord":
@@ -180,12 +220,28 @@ class PointRecord(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
-        "key": STRING, "model": STRING, "workload": STRING, "batch_size": NUMBER, "prompt_tokens": NUMBER,
-        "new_tokens": NUMBER, "seq_len": NUMBER, "status": STRING, "error": STRING, "started_unix_s": NUMBER,
-        "tokens_per_word": NUMBER, "tokens_per_step": NUMBER, "flops_per_step": NUMBER,
-        "model_flops_per_step": NUMBER, "warmup": MAPPING,
-        "peak_memory_bytes": NUMBER, "finished_unix_s": NUMBER, "summary": MAPPING, "params": NUMBER, "weights": STRING,
-        "parallel": MAPPING, "ranks": LIST,
+        "key": STRING,
+        "model": STRING,
+        "workload": STRING,
+        "batch_size": NUMBER,
+        "prompt_tokens": NUMBER,
+        "new_tokens": NUMBER,
+        "seq_len": NUMBER,
+        "status": STRING,
+        "error": STRING,
+        "started_unix_s": NUMBER,
+        "tokens_per_word": NUMBER,
+        "tokens_per_step": NUMBER,
+        "flops_per_step": NUMBER,
+        "model_flops_per_step": NUMBER,
+        "warmup": MAPPING,
+        "peak_memory_bytes": NUMBER,
+        "finished_unix_s": NUMBER,
+        "summary": MAPPING,
+        "params": NUMBER,
+        "weights": STRING,
+        "parallel": MAPPING,
+        "ranks": LIST,
     }
 
     @classmethod
@@ -233,8 +289,10 @@ def point_summary(repeats: list[RepeatRecord]) -> dict[str, Any]:
     """Mean, standard deviation and 95% CI half-width of J/token and tokens/s over the ok repeats."""
     ok = [r for r in repeats if r.ok]
     out = {}
-    for name, values in (("joules_per_token", [r.joules_per_token for r in ok]),
-                         ("tokens_per_s", [r.tokens_per_s for r in ok])):
+    for name, values in (
+        ("joules_per_token", [r.joules_per_token for r in ok]),
+        ("tokens_per_s", [r.tokens_per_s for r in ok]),
+    ):
         mean, std, half = stats.ci95(values)
         out[name] = {"mean": mean, "std": std, "ci95": half, "n": sum(v is not None for v in values)}
     return out
@@ -301,18 +359,31 @@ class RunRecord(Record):
     extra: dict[str, Any] = field(default_factory=dict)
 
     KINDS = {
-        "run_id": STRING, "status": STRING, "started_utc": STRING, "finished_utc": STRING,
-        "carbonbench_version": STRING, "fingerprint": STRING, "quick": BOOL, "note": STRING,
-        "scenario": MAPPING, "scenario_source": STRING, "environment": MAPPING, "meters": LIST,
-        "timeline_file": STRING, "warnings": LIST, "codecarbon_meter": MAPPING, "world_size": NUMBER,
-        "nodes": LIST, "distributed": MAPPING,
+        "run_id": STRING,
+        "status": STRING,
+        "started_utc": STRING,
+        "finished_utc": STRING,
+        "carbonbench_version": STRING,
+        "fingerprint": STRING,
+        "quick": BOOL,
+        "note": STRING,
+        "scenario": MAPPING,
+        "scenario_source": STRING,
+        "environment": MAPPING,
+        "meters": LIST,
+        "timeline_file": STRING,
+        "warnings": LIST,
+        "codecarbon_meter": MAPPING,
+        "world_size": NUMBER,
+        "nodes": LIST,
+        "distributed": MAPPING,
     }
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> "RunRecord":
         """Validate a parsed run file; Damaged or ResultsError (without the file name) if it is not one."""
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            raise ResultsError(f"not a carbonbench result file (no '\"schema\": \"{SCHEMA}\"')")
+            raise ResultsError(f'not a carbonbench result file (no \'"schema": "{SCHEMA}"\')')
         version = data.get("schema_version")
         if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise ResultsError(

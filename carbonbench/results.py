@@ -17,28 +17,78 @@ import pandas as pd
 
 from carbonbench.carbon import derive as derive_columns
 from carbonbench.errors import ResultsError
-from carbonbench.reading import UnreadableFile, printable, walk_files
 from carbonbench.meters.base import weakest_method
 from carbonbench.meters.host import BUSY_FLAG
+from carbonbench.reading import UnreadableFile, printable, walk_files
 from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord
 from carbonbench.runfile import read_run
 from carbonbench.stats import ci95
 
 COLUMNS = [
-    "run_id", "run_status", "scenario", "hostname", "device_type", "device_name", "n_devices",
-    "model", "params", "engine", "engine_options", "dtype",
-    "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len", "repeat", "status", "error",
-    "tokens", "steps", "duration_s", "tokens_per_s", "flops", "model_flops",
-    "energy_j", "energy_method", "energy_missing", "energy_gpu_j", "energy_cpu_j", "energy_dram_j",
-    "energy_gpu_method", "energy_cpu_method", "energy_dram_method",
-    "active_energy_j", "idle_power_w", "joules_per_token",
-    "ttft_s", "tpot_s", "latency_p50_s", "latency_p90_s", "latency_p99_s",
-    "peak_memory_bytes", "tokens_per_word", "weights", "flags", "start_unix_s",
-    "codecarbon_energy_j", "codecarbon_cpu_energy_j", "codecarbon_gpu_energy_j", "codecarbon_ram_energy_j",
-    "codecarbon_energy_diff_j", "codecarbon_cpu_energy_diff_j", "codecarbon_gpu_energy_diff_j",
+    "run_id",
+    "run_status",
+    "scenario",
+    "hostname",
+    "device_type",
+    "device_name",
+    "n_devices",
+    "model",
+    "params",
+    "engine",
+    "engine_options",
+    "dtype",
+    "workload",
+    "batch_size",
+    "prompt_tokens",
+    "new_tokens",
+    "seq_len",
+    "repeat",
+    "status",
+    "error",
+    "tokens",
+    "steps",
+    "duration_s",
+    "tokens_per_s",
+    "flops",
+    "model_flops",
+    "energy_j",
+    "energy_method",
+    "energy_missing",
+    "energy_gpu_j",
+    "energy_cpu_j",
+    "energy_dram_j",
+    "energy_gpu_method",
+    "energy_cpu_method",
+    "energy_dram_method",
+    "active_energy_j",
+    "idle_power_w",
+    "joules_per_token",
+    "ttft_s",
+    "tpot_s",
+    "latency_p50_s",
+    "latency_p90_s",
+    "latency_p99_s",
+    "peak_memory_bytes",
+    "tokens_per_word",
+    "weights",
+    "flags",
+    "start_unix_s",
+    "codecarbon_energy_j",
+    "codecarbon_cpu_energy_j",
+    "codecarbon_gpu_energy_j",
+    "codecarbon_ram_energy_j",
+    "codecarbon_energy_diff_j",
+    "codecarbon_cpu_energy_diff_j",
+    "codecarbon_gpu_energy_diff_j",
     "codecarbon_ram_energy_diff_j",
-    "grid_country", "grid_region", "grid_g_per_kwh", "pue", "usd_per_kwh", "usd_per_device_hour",
-    "quick", "source_file",
+    "grid_country",
+    "grid_region",
+    "grid_g_per_kwh",
+    "pue",
+    "usd_per_kwh",
+    "usd_per_device_hour",
+    "quick",
+    "source_file",
 ]
 
 
@@ -130,8 +180,11 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
 def point_columns(point: PointRecord) -> dict[str, Any]:
     return {
         **{k: getattr(point, k) for k in POINT_FIELDS},
-        "params": point.params, "status": point.status, "error": point.error,
-        "peak_memory_bytes": point.peak_memory_bytes, "tokens_per_word": point.tokens_per_word,
+        "params": point.params,
+        "status": point.status,
+        "error": point.error,
+        "peak_memory_bytes": point.peak_memory_bytes,
+        "tokens_per_word": point.tokens_per_word,
         "weights": point.weights,
     }
 
@@ -171,8 +224,12 @@ def repeat_columns(rep: RepeatRecord, baseline_busy: bool = False) -> dict[str, 
         out[f"energy_{kind}_method"] = "+".join(methods) if methods else ("none" if parts else None)
     # codecarbon measured the same window alongside: its figures, and ours minus its.
     cc = rep.codecarbon or {}
-    for ours, name in (("energy_j", "energy_j"), ("energy_cpu_j", "cpu_energy_j"),
-                       ("energy_gpu_j", "gpu_energy_j"), ("energy_dram_j", "ram_energy_j")):
+    for ours, name in (
+        ("energy_j", "energy_j"),
+        ("energy_cpu_j", "cpu_energy_j"),
+        ("energy_gpu_j", "gpu_energy_j"),
+        ("energy_dram_j", "ram_energy_j"),
+    ):
         theirs = cc.get(name)
         out[f"codecarbon_{name}"] = theirs
         mine = out[ours]
@@ -207,9 +264,12 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
         if "energy_method" in group.columns:
             row["energy_method"] = weakest_method(group["energy_method"].dropna())
         rows.append(row)
-    columns = keys + ["n_repeats"] + [
-        f"{c}_{s}" for c in ("joules_per_token", "tokens_per_s") for s in ("mean", "std", "ci95")
-    ] + (["energy_method"] if "energy_method" in df.columns else [])
+    columns = (
+        keys
+        + ["n_repeats"]
+        + [f"{c}_{s}" for c in ("joules_per_token", "tokens_per_s") for s in ("mean", "std", "ci95")]
+        + (["energy_method"] if "energy_method" in df.columns else [])
+    )
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -37,8 +37,8 @@ from typing import Any, Callable, Optional
 
 from carbonbench import __version__
 from carbonbench.errors import ResultsError, UserError
-from carbonbench.interrupts import deferred, pending, phase
 from carbonbench.files import LockFile, WriteError, append_bytes, atomic_write_text, remove, safe_name
+from carbonbench.interrupts import deferred, pending, phase
 from carbonbench.journal import JOURNAL_SUFFIX, journal_line, journal_path, jsonable, merge_points, read_journal
 from carbonbench.reading import MAX_RESULT, JSONContentError, UnreadableFile, parse_json, read_text
 from carbonbench.records import SCHEMA, SCHEMA_VERSION, DeviceRecord, PointRecord, RunRecord
@@ -66,8 +66,15 @@ def new_run(scenario: dict, source: Optional[str], env: dict, device: DeviceReco
     """The record of a run about to start, named after its scenario, host and start time."""
     run_id = new_run_id(str(scenario.get("name")), env["hostname"])
     return RunRecord(
-        run_id=run_id, started_utc=now_utc(), carbonbench_version=__version__, fingerprint=fp, quick=quick,
-        scenario=scenario, scenario_source=source, device=device, environment=env,
+        run_id=run_id,
+        started_utc=now_utc(),
+        carbonbench_version=__version__,
+        fingerprint=fp,
+        quick=quick,
+        scenario=scenario,
+        scenario_source=source,
+        device=device,
+        environment=env,
         timeline_file=f"{run_id}.timeline.csv",
     )
 
@@ -95,8 +102,10 @@ def read_run(path: str | Path) -> RunRecord:
     and the damaged key otherwise."""
     path = Path(path)
     if path.name.endswith(JOURNAL_SUFFIX):
-        raise ResultsError(f"{path}: the point journal of a run, not a run file; read "
-                           f"{path.name.removesuffix(JOURNAL_SUFFIX)}.json beside it")
+        raise ResultsError(
+            f"{path}: the point journal of a run, not a run file; read "
+            f"{path.name.removesuffix(JOURNAL_SUFFIX)}.json beside it"
+        )
     # The journal first: a run removes it only after a write of the run file that holds
     # all its points, so read in this order the two never miss a point between them.
     journal = read_journal(journal_path(path))
@@ -116,7 +125,9 @@ def _read_run_file(path: Path) -> RunRecord:
     except JSONContentError as exc:
         raise ResultsError(f"{path}: {exc.why}" + (f" in {exc.where}" if exc.where else "")) from None
     except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: not valid JSON (truncated or corrupted?) at line {exc.lineno}: {exc.msg}") from None
+        raise ResultsError(
+            f"{path}: not valid JSON (truncated or corrupted?) at line {exc.lineno}: {exc.msg}"
+        ) from None
     except RecursionError:
         raise ResultsError(f"{path}: not a carbonbench result file (JSON nested too deeply)") from None
     try:
@@ -140,8 +151,16 @@ class RunFile:
     that says where the points are.
     """
 
-    def __init__(self, path: Path, record: RunRecord, *, writer: bool = True, resumed: bool = False,
-                 log: Log = lambda msg: None, summary_every_s: float = SUMMARY_EVERY_S):
+    def __init__(
+        self,
+        path: Path,
+        record: RunRecord,
+        *,
+        writer: bool = True,
+        resumed: bool = False,
+        log: Log = lambda msg: None,
+        summary_every_s: float = SUMMARY_EVERY_S,
+    ):
         self.path = Path(path)
         self.record = record
         self.writer = writer
@@ -159,8 +178,16 @@ class RunFile:
         self._failing: dict[str, str] = {}  # path -> the error said about it
 
     @classmethod
-    def open(cls, out_dir: Path, new: Callable[[], RunRecord], fp: str, *, resume: bool, writer: bool = True,
-             log: Log = lambda msg: None) -> "RunFile":
+    def open(
+        cls,
+        out_dir: Path,
+        new: Callable[[], RunRecord],
+        fp: str,
+        *,
+        resume: bool,
+        writer: bool = True,
+        log: Log = lambda msg: None,
+    ) -> "RunFile":
         """The latest run with fingerprint ``fp`` in out_dir when resuming, else ``new()``:
         locked (LockHeld when another process has it) and written."""
         out_dir = Path(out_dir)
@@ -228,8 +255,11 @@ class RunFile:
         if text == self._summary_text:
             self._summary_at = time.monotonic()
             return True
-        return self._try(self.path, lambda: self._write_summary(text),
-                         f"every point is in {self.journal.name}; the run file is written again after the next point")
+        return self._try(
+            self.path,
+            lambda: self._write_summary(text),
+            f"every point is in {self.journal.name}; the run file is written again after the next point",
+        )
 
     def save_all(self) -> bool:
         """Write the run file now with every point as it is, for records that change after
@@ -279,8 +309,11 @@ class RunFile:
         if not self.writer or not self._unjournalled:
             return True
         data = b"".join(journal_line(p) for p in self._unjournalled)
-        if not self._try(self.journal, lambda: append_bytes(self.journal, data),
-                         f"{len(self._unjournalled)} point(s) kept in memory, written after the next point"):
+        if not self._try(
+            self.journal,
+            lambda: append_bytes(self.journal, data),
+            f"{len(self._unjournalled)} point(s) kept in memory, written after the next point",
+        ):
             return False
         self._unjournalled = []
         return True
@@ -306,8 +339,10 @@ class RunFile:
         error = self._failing.get(str(self.path), "cannot write the run file")
         n = len(self.record.points)
         if self._flush_journal():
-            return (f"{error}; its {n} point(s) are in {self.path} and its journal {self.journal}, "
-                    "which readers and --resume merge")
+            return (
+                f"{error}; its {n} point(s) are in {self.path} and its journal {self.journal}, "
+                "which readers and --resume merge"
+            )
         for folder in rescue_folders():
             rescue = folder / f"carbonbench-{safe_name(self.path.stem)}.json"
             try:
@@ -316,8 +351,10 @@ class RunFile:
                 continue
             return f"{error}; all {n} point(s) are saved in {rescue} instead"
         kept = n - len(self._unjournalled)
-        return (f"{error}; nowhere to save the points: {kept} of {n} are in {self.path} and {self.journal}, "
-                f"{len(self._unjournalled)} are lost")
+        return (
+            f"{error}; nowhere to save the points: {kept} of {n} are in {self.path} and {self.journal}, "
+            f"{len(self._unjournalled)} are lost"
+        )
 
 
 def rescue_folders() -> list[Path]:

@@ -56,9 +56,19 @@ class Hooks:
 
 
 class Runner:
-    def __init__(self, scenario: Scenario, out_dir: Path, *, device: Optional[str] = None, quick_run: bool = False,
-                 resume: bool = False, source: Optional[str] = None, hooks: Optional[Hooks] = None,
-                 meters: Optional[MeterSet] = None, dist: Optional[Job] = None):
+    def __init__(
+        self,
+        scenario: Scenario,
+        out_dir: Path,
+        *,
+        device: Optional[str] = None,
+        quick_run: bool = False,
+        resume: bool = False,
+        source: Optional[str] = None,
+        hooks: Optional[Hooks] = None,
+        meters: Optional[MeterSet] = None,
+        dist: Optional[Job] = None,
+    ):
         self.scenario = scenario.quick() if quick_run else scenario
         self.out_dir, self.quick_run, self.resume, self.source = Path(out_dir), quick_run, resume, source
         self.hooks = hooks or Hooks()
@@ -107,8 +117,10 @@ class Runner:
         run_file.record.points = [p for p in run_file.record.points if p.key in done]
         todo = [p for p in self.points if p.key not in done]
         if self.resume:
-            self.hooks.log(f"resume: {len(self.points) - len(todo)} of {len(self.points)} points already "
-                           f"measured in {run_file.path.name}, skipped")
+            self.hooks.log(
+                f"resume: {len(self.points) - len(todo)} of {len(self.points)} points already "
+                f"measured in {run_file.path.name}, skipped"
+            )
         if todo:
             self.hooks.log(sweep_forecast(self.scenario, todo, self.device, self.dtype).message)
         return todo
@@ -116,8 +128,9 @@ class Runner:
     def _open_run_file(self) -> RunFile:
         env = environment.collect(self.device)
         fp = fingerprint(self.scenario.to_dict(), self.job.fingerprint_device(env["device_name"]), self.quick_run)
-        device = DeviceRecord(self.device.type, env["device_name"], self.job.world_size,
-                              str(self.dtype).removeprefix("torch."))
+        device = DeviceRecord(
+            self.device.type, env["device_name"], self.job.world_size, str(self.dtype).removeprefix("torch.")
+        )
 
         def new() -> RunRecord:
             record = new_run(self.scenario.to_dict(), self.source, env, device, fp, self.quick_run)
@@ -128,12 +141,18 @@ class Runner:
 
     def _session(self, run_file: RunFile) -> Session:
         # Under torchrun each rank meters its own GPU, and only one rank per node the CPU and DRAM.
-        meters = self._meters or build_meter_set(self.device, self.scenario.measurement,
-                                                 gpu_indices=self.job.gpu_indices())
+        meters = self._meters or build_meter_set(
+            self.device, self.scenario.measurement, gpu_indices=self.job.gpu_indices()
+        )
         # Samples go to disk after every window, so memory stays flat however long the run.
         timeline = TimelineFile(run_file.timeline_path, resume=self.resume) if self.job.is_writer else None
-        return Session(self.job.filter_meters(meters), self.job, run_file,
-                       make_sidecar(self.scenario, self.out_dir, self.job), timeline)
+        return Session(
+            self.job.filter_meters(meters),
+            self.job,
+            run_file,
+            make_sidecar(self.scenario, self.out_dir, self.job),
+            timeline,
+        )
 
     def _run_model(self, entry: ModelEntry, points: list[Point], run_file: RunFile, session: Session) -> None:
         # The engine (native, transformers) runs every workload; the run records its options here.
@@ -157,8 +176,9 @@ class Runner:
             time.sleep(self.scenario.measurement.cooldown_s)
         slot.free()
 
-    def _measure_point(self, point: Point, model, engine, tokenizer, session: Session,
-                       run_file: RunFile) -> PointRecord:
+    def _measure_point(
+        self, point: Point, model, engine, tokenizer, session: Session, run_file: RunFile
+    ) -> PointRecord:
         m, sync, layout = self.scenario.measurement, sync_fn(self.device), self.layouts[point.key]
         record = PointRecord.start(point, started_unix_s=time.time())
         memory, workload = PeakMemory(self.device), None
@@ -166,15 +186,17 @@ class Runner:
         try:
             inputs = point_inputs(point, layout, self.scenario, tokenizer, model.arch.vocab_size, self.device)
             record.tokens_per_word = inputs.tokens_per_word
-            workload = make_workload(point, model, inputs, sync, engine, self.scenario.workloads.train,
-                                     self.dtype, replicas=layout.dp)
+            workload = make_workload(
+                point, model, inputs, sync, engine, self.scenario.workloads.train, self.dtype, replicas=layout.dp
+            )
             record.tokens_per_step, record.flops_per_step = workload.tokens_per_step, workload.flops_per_step
             record.model_flops_per_step = workload.model_flops_per_step
             phase("warm-up")
             record.warmup = warm_up(workload, m, sync, self.job)
             for i in range(m.repeats):
-                record.repeats.append(measure_window(workload, point.key, i, session, m, sync, self.job,
-                                                     run_file.record.idle))
+                record.repeats.append(
+                    measure_window(workload, point.key, i, session, m, sync, self.job, run_file.record.idle)
+                )
                 if self.job.spools_per_window:
                     session.spool()
         except BaseException as exc:

@@ -152,11 +152,17 @@ class EngineConfig:
         if self.fused_qkv and self.name != "native":
             raise FieldError("fused_qkv", True, "is a native-engine setting")
         if self.cuda_graphs and self.name != "native":
-            raise FieldError("cuda_graphs", True, "is a native-engine setting (for transformers use compile with static_cache)")
+            raise FieldError(
+                "cuda_graphs", True, "is a native-engine setting (for transformers use compile with static_cache)"
+            )
         if self.cuda_graphs and not self.static_cache:
             raise FieldError("cuda_graphs", True, "needs static_cache: true (a graph replays fixed buffers)")
         if self.compile and self.name == "native" and not self.static_cache:
-            raise FieldError("compile", True, "needs static_cache: true on the native engine (a growing cache changes shapes every step)")
+            raise FieldError(
+                "compile",
+                True,
+                "needs static_cache: true on the native engine (a growing cache changes shapes every step)",
+            )
 
     def options(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
@@ -202,8 +208,11 @@ class Scenario:
             if self.engine.cuda_graphs:
                 raise FieldError("engine.cuda_graphs", True, "needs CUDA, but device is 'cpu'")
             if self.engine.sdpa_backend in CUDA_ONLY_SDPA:
-                raise FieldError("engine.sdpa_backend", self.engine.sdpa_backend,
-                                 "is a CUDA kernel, but device is 'cpu' (use auto, flash or math)")
+                raise FieldError(
+                    "engine.sdpa_backend",
+                    self.engine.sdpa_backend,
+                    "is a CUDA kernel, but device is 'cpu' (use auto, flash or math)",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -300,7 +309,9 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
         if labels.index(label) != i:
             raise ConfigError(f"{source}: models[{i}]: '{label}' is listed twice (got '{scenario.models[i]}')")
     scenario = scenario.replace(models=models)
-    object.__setattr__(scenario, "_entries", tuple(ModelEntry(model_label(m), m, card) for m, card in zip(models, cards)))
+    object.__setattr__(
+        scenario, "_entries", tuple(ModelEntry(model_label(m), m, card) for m, card in zip(models, cards))
+    )
     _check_lengths(scenario, source)
     prompts = scenario.workloads.prompts
     if prompts:
@@ -348,8 +359,7 @@ def _check_lengths(scenario: Scenario, source: str) -> None:
             if length > limit:
                 what = "prompt_tokens + new_tokens reaches" if key == "workloads.decode" else "longest is"
                 raise ConfigError(
-                    f"{source}: {key}: {what} {length}, more than {entry.label}'s "
-                    f"{limit} positions (models[{i}])"
+                    f"{source}: {key}: {what} {length}, more than {entry.label}'s {limit} positions (models[{i}])"
                 )
 
 

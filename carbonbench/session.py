@@ -46,9 +46,14 @@ class NoSidecar:
 
     def start(self) -> None: ...
     def begin_point(self, label: str) -> None: ...
-    def end_point(self) -> None: return None
-    def stop(self) -> None: return None
-    def describe(self) -> dict: return {"enabled": False}
+    def end_point(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"enabled": False}
 
 
 def make_sidecar(scenario, out_dir, job: Job):
@@ -63,8 +68,14 @@ def make_sidecar(scenario, out_dir, job: Job):
 
 
 class Session:
-    def __init__(self, meters: MeterSet, job: Job, run_file: RunFile, sidecar: Any = None,
-                 timeline: Optional[TimelineFile] = None):
+    def __init__(
+        self,
+        meters: MeterSet,
+        job: Job,
+        run_file: RunFile,
+        sidecar: Any = None,
+        timeline: Optional[TimelineFile] = None,
+    ):
         self.meters = meters
         self.job = job
         self.run_file = run_file

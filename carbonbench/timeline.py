@@ -77,7 +77,9 @@ class TimelineFile:
             data = self.path.read_bytes()
             header = data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ResultsError(f"{self.path}: damaged power timeline ({exc}); move it away to resume without it") from None
+            raise ResultsError(
+                f"{self.path}: damaged power timeline ({exc}); move it away to resume without it"
+            ) from None
         if header == ",".join(COLUMNS):
             end = data.rfind(b"\n") + 1
             if end < len(data):  # a write cut short by a kill: drop the fragment
@@ -88,7 +90,9 @@ class TimelineFile:
         try:
             rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
         except (UnicodeDecodeError, csv.Error) as exc:
-            raise ResultsError(f"{self.path}: damaged power timeline ({exc}); move it away to resume without it") from None
+            raise ResultsError(
+                f"{self.path}: damaged power timeline ({exc}); move it away to resume without it"
+            ) from None
         unknown = set().union(*(r.keys() for r in rows)) - set(COLUMNS) if rows else set()
         if unknown:
             raise ResultsError(

@@ -77,12 +77,26 @@ class Latencies:
             lo, hi = int(pos), min(int(pos) + 1, len(s) - 1)
             return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
-        return {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": statistics.fmean(s),
-                "min": s[0], "max": s[-1]}
+        return {
+            "p50": pct(0.5),
+            "p90": pct(0.9),
+            "p99": pct(0.99),
+            "mean": statistics.fmean(s),
+            "min": s[0],
+            "max": s[-1],
+        }
 
 
-def measure_window(workload: Workload, point_key: str, repeat: int, session: Session, m: MeasurementConfig,
-                   sync: Sync, job: Job, idle: Optional[IdleBaseline]) -> RepeatRecord:
+def measure_window(
+    workload: Workload,
+    point_key: str,
+    repeat: int,
+    session: Session,
+    m: MeasurementConfig,
+    sync: Sync,
+    job: Job,
+    idle: Optional[IdleBaseline],
+) -> RepeatRecord:
     """One measured window of a point's workload, as a repeat record.
 
     codecarbon gets one task per window, opened and closed just outside it, so both tools
@@ -111,10 +125,15 @@ def measure_window(workload: Workload, point_key: str, repeat: int, session: Ses
     meas = w.measurement  # every rank's energy summed (CPU and DRAM once per node)
     flags = (["extended-window"] if min_s > m.min_seconds else []) + list(meas.flags)
     rep = RepeatRecord.from_measurement(
-        repeat, meas, steps=steps, tokens=steps * workload.tokens_per_step, flops=steps * workload.flops_per_step,
+        repeat,
+        meas,
+        steps=steps,
+        tokens=steps * workload.tokens_per_step,
+        flops=steps * workload.flops_per_step,
         model_flops=steps * workload.model_flops_per_step,
         latency_s=latencies.percentiles(),
-        active_energy_j=idle.active_energy_j(meas) if idle is not None else None, codecarbon=codecarbon,
+        active_energy_j=idle.active_energy_j(meas) if idle is not None else None,
+        codecarbon=codecarbon,
     )
     rep.flags = flags
     for key, value in (w.detail or {}).items():

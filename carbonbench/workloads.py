@@ -18,13 +18,15 @@ from typing import Callable, Optional
 
 import torch
 
-from carbonbench.engines import make_engine
 from carbonbench import flops
+from carbonbench.engines import make_engine
 from carbonbench.opt.card import Architecture
 from carbonbench.scenario import Point, TrainConfig
 
 
-def forward_flops(arch: Architecture, batch: int, new: int, cached: int = 0, head_positions: Optional[int] = None) -> float:
+def forward_flops(
+    arch: Architecture, batch: int, new: int, cached: int = 0, head_positions: Optional[int] = None
+) -> float:
     """One forward of ``new`` tokens after ``cached`` ones, attention dense over all of them."""
     return flops.forward(arch, batch, new, cached + new, new if head_positions is None else head_positions)
 
@@ -155,8 +157,11 @@ class Decode(Workload):
         self.new = point.new_tokens
         self.cache = self.engine.new_cache(model, b, t + self.new)
         self.tokens_per_step = b * self.new
-        self._set_flops(flops.decode(self.arch, b, t, self.new, decode_attends_buffer(self.engine),
-                                     projects_all_positions(self.engine)))
+        self._set_flops(
+            flops.decode(
+                self.arch, b, t, self.new, decode_attends_buffer(self.engine), projects_all_positions(self.engine)
+            )
+        )
         self.out = torch.empty(b, self.new, dtype=torch.long, device=inputs.input_ids.device)
 
     def step(self) -> dict[str, float]:
@@ -188,7 +193,18 @@ class Train(Workload):
 
     name = "train"
 
-    def __init__(self, model, point, inputs, sync, *, lr: float, autocast_dtype: Optional[torch.dtype], recompute: bool, engine=None):
+    def __init__(
+        self,
+        model,
+        point,
+        inputs,
+        sync,
+        *,
+        lr: float,
+        autocast_dtype: Optional[torch.dtype],
+        recompute: bool,
+        engine=None,
+    ):
         super().__init__(model, point, inputs, sync, engine)
         device = inputs.input_ids.device
         b, t = inputs.input_ids.shape
@@ -200,7 +216,9 @@ class Train(Workload):
             model.gradient_checkpointing = recompute
         self.optimizer = self.engine.optimizer(model.parameters(), lr)
         self.autocast = (
-            torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else contextlib.nullcontext()
+            torch.autocast(device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else contextlib.nullcontext()
         )
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
@@ -243,8 +261,16 @@ class NonFiniteLoss(RuntimeError):
 WORKLOADS: dict[str, type[Workload]] = {"prefill": Prefill, "decode": Decode, "train": Train}
 
 
-def make_workload(point: Point, model: torch.nn.Module, inputs: Inputs, sync: Callable[[], None], engine,
-                  train: Optional[TrainConfig], dtype: torch.dtype, replicas: int = 1) -> Workload:
+def make_workload(
+    point: Point,
+    model: torch.nn.Module,
+    inputs: Inputs,
+    sync: Callable[[], None],
+    engine,
+    train: Optional[TrainConfig],
+    dtype: torch.dtype,
+    replicas: int = 1,
+) -> Workload:
     """The point's workload on ``model``. Training autocasts to ``dtype`` unless it is fp32.
 
     ``replicas`` data-parallel copies each run this step on their own rows, so a step's
@@ -252,8 +278,14 @@ def make_workload(point: Point, model: torch.nn.Module, inputs: Inputs, sync: Ca
     """
     if point.workload == "train":
         workload: Workload = Train(
-            model, point, inputs, sync, lr=train.lr, autocast_dtype=None if dtype == torch.float32 else dtype,
-            recompute=train.activation_checkpointing, engine=engine,
+            model,
+            point,
+            inputs,
+            sync,
+            lr=train.lr,
+            autocast_dtype=None if dtype == torch.float32 else dtype,
+            recompute=train.activation_checkpointing,
+            engine=engine,
         )
     else:
         workload = WORKLOADS[point.workload](model, point, inputs, sync, engine=engine)

@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Optional
 
 # What a run imports, lazily, on its way to the first window.
-PRELOAD = ("carbonbench.cli", "carbonbench.runner", "carbonbench.cli.run", "torch._refs", "torch._decomp",
-           "torch._prims", "torch._meta_registrations", "torch._dynamo", "torch._inductor", "sympy")
+PRELOAD = (
+    "carbonbench.cli",
+    "carbonbench.runner",
+    "carbonbench.cli.run",
+    "torch._refs",
+    "torch._decomp",
+    "torch._prims",
+    "torch._meta_registrations",
+    "torch._dynamo",
+    "torch._inductor",
+    "sympy",
+)
 
 
 def _main(args: list[str], env: dict, stderr_path: str) -> None:
@@ -102,4 +112,3 @@ class Launcher:
         process = self.context.Process(target=_main, args=(list(args), env, str(stderr_path)), daemon=True)
         process.start()
         return Run(process, stderr_path)
-

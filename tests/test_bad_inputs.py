@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import DATA
 from safetensors.torch import save_file
 
 from carbonbench.cli import cli
-from conftest import DATA
 
 SCENARIOS = sorted((DATA / "bad_scenarios").glob("*.yaml"))
 CARDS = sorted((DATA / "bad_cards").glob("*.yaml"))
@@ -91,9 +91,7 @@ def assert_nothing_written(out: Path) -> None:
 
 def scenario_for(model: str | Path, directory: Path) -> Path:
     path = directory / "scenario.yaml"
-    path.write_text(
-        f"name: t\nmodels: ['{model}']\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n" + MEASUREMENT
-    )
+    path.write_text(f"name: t\nmodels: ['{model}']\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n" + MEASUREMENT)
     return path
 
 
@@ -122,8 +120,11 @@ def test_bad_card_named_by_a_scenario(card, tmp_path):
     assert_nothing_written(out)
 
 
-@pytest.mark.parametrize("card", [c for c in CARDS if c.stem not in RUN_ONLY_CARDS],
-                         ids=[c.stem for c in CARDS if c.stem not in RUN_ONLY_CARDS])
+@pytest.mark.parametrize(
+    "card",
+    [c for c in CARDS if c.stem not in RUN_ONLY_CARDS],
+    ids=[c.stem for c in CARDS if c.stem not in RUN_ONLY_CARDS],
+)
 def test_bad_card_in_the_model_dir(card, tmp_path):
     cards = tmp_path / "cards"
     cards.mkdir()
@@ -141,9 +142,16 @@ def test_python_tags_are_never_constructed(tmp_path):
 
 # -- checkpoint directories -----------------------------------------------------------
 CONFIG = {
-    "model_type": "opt", "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 16, "ffn_dim": 32,
-    "vocab_size": 100, "max_position_embeddings": 64, "word_embed_proj_dim": 16,
-    "do_layer_norm_before": True, "activation_function": "relu",
+    "model_type": "opt",
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "hidden_size": 16,
+    "ffn_dim": 32,
+    "vocab_size": 100,
+    "max_position_embeddings": 64,
+    "word_embed_proj_dim": 16,
+    "do_layer_norm_before": True,
+    "activation_function": "relu",
 }
 
 
@@ -178,6 +186,7 @@ def _edit_config(**changes):
         config = {**CONFIG, **changes}
         config = {k: v for k, v in config.items() if v is not _DROP}
         (d / "config.json").write_text(json.dumps(config))
+
     return edit
 
 
@@ -189,6 +198,7 @@ def _edit_state(fn):
         state = good_state_dict()
         fn(state)
         save_file(state, d / "model.safetensors")
+
     return edit
 
 
@@ -218,7 +228,9 @@ def _garbage(d: Path):
 def _missing_shard(d: Path):
     _drop_weights(d)
     names = list(good_state_dict())
-    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: "model-00001-of-00002.safetensors" for n in names}}))
+    (d / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {n: "model-00001-of-00002.safetensors" for n in names}})
+    )
 
 
 def _index_without_map(d: Path):
@@ -255,12 +267,28 @@ CHECKPOINTS = {
     "no_config": (_remove("config.json"), "not a checkpoint directory (no config.json)", ""),
     "config_invalid_json": (_write("config.json", '{"hidden_size": 16,'), "invalid JSON at line 1", "config.json"),
     "config_not_object": (_write("config.json", "[1, 2]"), "expected a JSON object", "config.json"),
-    "config_prelu": (_edit_config(activation_function="prelu"), "activation_function = 'prelu' has learned parameters", "config.json"),
+    "config_prelu": (
+        _edit_config(activation_function="prelu"),
+        "activation_function = 'prelu' has learned parameters",
+        "config.json",
+    ),
     "config_not_opt": (_edit_config(model_type="gpt2"), "model_type is 'gpt2', not 'opt'", "config.json"),
-    "config_heads": (_edit_config(num_attention_heads=3), "num_attention_heads = 3 must divide d_model (16)", "config.json"),
+    "config_heads": (
+        _edit_config(num_attention_heads=3),
+        "num_attention_heads = 3 must divide d_model (16)",
+        "config.json",
+    ),
     "config_layers_missing": (_edit_config(num_hidden_layers=_DROP), "num_hidden_layers is missing", "config.json"),
-    "config_layers_string": (_edit_config(num_hidden_layers="two"), "num_hidden_layers = 'two' is not a positive integer", "config.json"),
-    "config_bias_string": (_edit_config(enable_bias="false"), "enable_bias = 'false' must be true or false", "config.json"),
+    "config_layers_string": (
+        _edit_config(num_hidden_layers="two"),
+        "num_hidden_layers = 'two' is not a positive integer",
+        "config.json",
+    ),
+    "config_bias_string": (
+        _edit_config(enable_bias="false"),
+        "enable_bias = 'false' must be true or false",
+        "config.json",
+    ),
     "config_no_bias_but_biases": (_edit_config(enable_bias=False), "unexpected: layers.0.fc1.bias", ""),
     "missing_tensor": (_edit_state(_missing), "missing tensors: layers.0.fc1.weight", ""),
     "misshapen_tensor": (_edit_state(_reshape), "misshapen: layers.0.fc1.weight (31, 16) expected (32, 16)", ""),
@@ -304,7 +332,7 @@ def test_other_valid_layouts_pass_the_check(layout, good_checkpoint, tmp_path):
         torch.save(state, ckpt / "pytorch_model.bin", _use_new_zipfile_serialization=False)
     else:
         names = sorted(state)
-        shards = {"a.safetensors": names[: len(names) // 2], "b.safetensors": names[len(names) // 2:]}
+        shards = {"a.safetensors": names[: len(names) // 2], "b.safetensors": names[len(names) // 2 :]}
         for shard, keys in shards.items():
             save_file({k: state[k] for k in keys}, ckpt / shard)
         index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
@@ -372,7 +400,6 @@ def test_bad_result_file_rerun(name, tmp_path):
     assert_nothing_written(out)
 
 
-
 @pytest.fixture(scope="module")
 def good_result(tmp_path_factory) -> Path:
     run = json.loads((DATA / "bad_results" / "schema_version_3.json").read_text())
@@ -424,33 +451,62 @@ def _scenario(tmp: Path) -> Path:
 
 # name -> (args builder (tmp_path -> args), expected message, names (builder -> strings))
 FLAGS = {
-    "bad_device": (lambda t: ["run", _scenario(t), "--out", t / "out", "--device", "tpu"],
-                   "Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'", lambda t: ["--device"]),
-    "empty_device": (lambda t: ["run", _scenario(t), "--out", t / "out", "--device", ""],
-                     "Invalid value for '--device'", lambda t: []),
+    "bad_device": (
+        lambda t: ["run", _scenario(t), "--out", t / "out", "--device", "tpu"],
+        "Invalid value for '--device': 'tpu' is not one of 'auto', 'cpu', 'cuda'",
+        lambda t: ["--device"],
+    ),
+    "empty_device": (
+        lambda t: ["run", _scenario(t), "--out", t / "out", "--device", ""],
+        "Invalid value for '--device'",
+        lambda t: [],
+    ),
     "out_is_a_file": (lambda t: ["run", _scenario(t), "--out", _file(t)], "is a file", lambda t: [t / "a-file"]),
-    "out_below_a_file": (lambda t: ["run", _scenario(t), "--out", _file(t) / "sub"], "is not a directory",
-                         lambda t: [t / "a-file"]),
-    "unknown_option": (lambda t: ["run", _scenario(t), "--out", t / "out", "--bogus"], "No such option '--bogus'",
-                       lambda t: []),
-    "option_takes_no_value": (lambda t: ["run", _scenario(t), "--out", t / "out", "--quick=yes"],
-                              "Option '--quick' does not take a value", lambda t: []),
+    "out_below_a_file": (
+        lambda t: ["run", _scenario(t), "--out", _file(t) / "sub"],
+        "is not a directory",
+        lambda t: [t / "a-file"],
+    ),
+    "unknown_option": (
+        lambda t: ["run", _scenario(t), "--out", t / "out", "--bogus"],
+        "No such option '--bogus'",
+        lambda t: [],
+    ),
+    "option_takes_no_value": (
+        lambda t: ["run", _scenario(t), "--out", t / "out", "--quick=yes"],
+        "Option '--quick' does not take a value",
+        lambda t: [],
+    ),
     "missing_source": (lambda t: ["run", "--out", t / "out"], "Missing argument 'SOURCE'", lambda t: []),
-    "extra_argument": (lambda t: ["run", _scenario(t), "again.yaml", "--out", t / "out"],
-                       "Got unexpected extra argument (again.yaml)", lambda t: []),
+    "extra_argument": (
+        lambda t: ["run", _scenario(t), "again.yaml", "--out", t / "out"],
+        "Got unexpected extra argument (again.yaml)",
+        lambda t: [],
+    ),
     "source_is_a_directory": (lambda t: ["run", t, "--out", t / "out"], "is a directory", lambda t: [t]),
-    "source_missing": (lambda t: ["run", t / "nope.yaml", "--out", t / "out"], "file not found",
-                       lambda t: [t / "nope.yaml"]),
-    "source_wrong_kind": (lambda t: ["run", _write_text(t / "notes.txt", "hi"), "--out", t / "out"],
-                          "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario",
-                          lambda t: [t / "notes.txt"]),
+    "source_missing": (
+        lambda t: ["run", t / "nope.yaml", "--out", t / "out"],
+        "file not found",
+        lambda t: [t / "nope.yaml"],
+    ),
+    "source_wrong_kind": (
+        lambda t: ["run", _write_text(t / "notes.txt", "hi"), "--out", t / "out"],
+        "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario",
+        lambda t: [t / "notes.txt"],
+    ),
     "models_unknown_option": (lambda t: ["models", "--bogus"], "No such option '--bogus'", lambda t: []),
-    "models_extra_argument": (lambda t: ["models", "opt-tiny"], "Got unexpected extra argument (opt-tiny)",
-                              lambda t: []),
+    "models_extra_argument": (
+        lambda t: ["models", "opt-tiny"],
+        "Got unexpected extra argument (opt-tiny)",
+        lambda t: [],
+    ),
 }
 if not torch.cuda.is_available():
-    FLAGS["cuda_without_gpu"] = (lambda t: ["run", _scenario(t), "--out", t / "out", "--device", "cuda"],
-                                 "device 'cuda' was asked for, but torch sees no CUDA GPU", lambda t: [])
+    FLAGS["cuda_without_gpu"] = (
+        lambda t: ["run", _scenario(t), "--out", t / "out", "--device", "cuda"],
+        "device 'cuda' was asked for, but torch sees no CUDA GPU",
+        lambda t: [],
+    )
 
 
 def _write_text(path: Path, text: str) -> Path:

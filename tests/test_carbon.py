@@ -34,6 +34,7 @@ def _no_user_hardware(monkeypatch):
 
 # ---- grid ------------------------------------------------------------------------------
 
+
 def _bundled_country(code: str) -> float:
     with open(grid.data_dir() / "global_energy_mix.json") as f:
         return json.load(f)[code]["carbon_intensity"]
@@ -53,8 +54,17 @@ def test_country_by_name():
 
 @pytest.mark.parametrize(
     "country, region",
-    [("CAN", "quebec"), ("CAN", "ontario"), ("USA", "california"), ("USA", "texas"),
-     ("CHN", "beijing"), ("SWE", "SE3"), ("NOR", "NO4"), ("FRA", None), ("IND", None)],
+    [
+        ("CAN", "quebec"),
+        ("CAN", "ontario"),
+        ("USA", "california"),
+        ("USA", "texas"),
+        ("CHN", "beijing"),
+        ("SWE", "SE3"),
+        ("NOR", "NO4"),
+        ("FRA", None),
+        ("IND", None),
+    ],
 )
 def test_same_number_as_codecarbon_itself(country, region):
     """Our reading of the files agrees with codecarbon's own emission arithmetic."""
@@ -116,14 +126,36 @@ def test_carbon_config_validates_at_load_with_the_key():
 
 # ---- derive ----------------------------------------------------------------------------
 
+
 def _row(**changes):
     row = dict(
-        run_id="r1", hostname="h", device_type="cuda", device_name="NVIDIA A100-SXM4-80GB", n_devices=2,
-        model="opt-1.3b", params=1_315_758_080, engine="native", dtype="bfloat16", workload="train",
-        batch_size=8, prompt_tokens=0, new_tokens=0, seq_len=2048, repeat=0, status="ok",
-        tokens=16384, duration_s=2.0, flops=3.0e14, model_flops=2.4e14, energy_j=1800.0,
-        grid_country="FRA", grid_region=None, grid_g_per_kwh=np.nan, pue=1.2,
-        usd_per_kwh=0.2, usd_per_device_hour=3.0,
+        run_id="r1",
+        hostname="h",
+        device_type="cuda",
+        device_name="NVIDIA A100-SXM4-80GB",
+        n_devices=2,
+        model="opt-1.3b",
+        params=1_315_758_080,
+        engine="native",
+        dtype="bfloat16",
+        workload="train",
+        batch_size=8,
+        prompt_tokens=0,
+        new_tokens=0,
+        seq_len=2048,
+        repeat=0,
+        status="ok",
+        tokens=16384,
+        duration_s=2.0,
+        flops=3.0e14,
+        model_flops=2.4e14,
+        energy_j=1800.0,
+        grid_country="FRA",
+        grid_region=None,
+        grid_g_per_kwh=np.nan,
+        pue=1.2,
+        usd_per_kwh=0.2,
+        usd_per_device_hour=3.0,
     )
     row.update(changes)
     return row
@@ -147,7 +179,8 @@ def test_derived_columns_by_hand():
     assert d.device_hours == pytest.approx(device_hours)
     assert d.usd_per_million_tokens == pytest.approx((kwh * 1.2 * 0.2 + device_hours * 3.0) / 16384 * 1e6)
     assert d.usd_electricity_per_million_tokens + d.usd_rental_per_million_tokens == pytest.approx(
-        d.usd_per_million_tokens)
+        d.usd_per_million_tokens
+    )
     assert d.achieved_flops_per_s == pytest.approx(1.5e14)
     assert d.hardware == "a100-80gb"
     assert d.peak_flops_per_s == pytest.approx(2 * 312e12)  # both devices
@@ -159,12 +192,14 @@ def test_derived_columns_by_hand():
 
 
 def test_mfu_only_for_sixteen_bit_runs_on_known_hardware():
-    df = pd.DataFrame([
-        _row(dtype="float32"),
-        _row(device_type="cpu", device_name="Intel(R) Xeon(R)", dtype="bfloat16"),
-        _row(device_name="Some Future GPU"),
-        _row(dtype="torch.float16"),
-    ])
+    df = pd.DataFrame(
+        [
+            _row(dtype="float32"),
+            _row(device_type="cpu", device_name="Intel(R) Xeon(R)", dtype="bfloat16"),
+            _row(device_name="Some Future GPU"),
+            _row(dtype="torch.float16"),
+        ]
+    )
     d = derive(df)
     assert d.mfu.isna().tolist() == [True, True, True, False]
     assert d.hfu.isna().tolist() == [True, True, True, False]
@@ -181,10 +216,12 @@ def test_files_without_model_flops_get_no_mfu_but_an_hfu():
 
 
 def test_failed_rows_and_zero_tokens_give_nan_not_inf():
-    df = pd.DataFrame([
-        _row(status="oom", tokens=None, duration_s=None, flops=None, energy_j=None),
-        _row(tokens=0, energy_j=0.0),
-    ])
+    df = pd.DataFrame(
+        [
+            _row(status="oom", tokens=None, duration_s=None, flops=None, energy_j=None),
+            _row(tokens=0, energy_j=0.0),
+        ]
+    )
     d = derive(df)
     numeric = d[[c for c in DERIVED_COLUMNS if c not in ("grid_source", "hardware")]].astype(float)
     assert not np.isinf(numeric.to_numpy()).any()
@@ -202,14 +239,19 @@ def test_empty_dataframe():
 
 
 def test_each_row_uses_its_own_scenario_and_derive_is_idempotent():
-    df = pd.DataFrame([
-        _row(),
-        _row(grid_country="CAN", grid_region="quebec"),
-        _row(grid_country="IND", grid_g_per_kwh=500.0),
-    ])
+    df = pd.DataFrame(
+        [
+            _row(),
+            _row(grid_country="CAN", grid_region="quebec"),
+            _row(grid_country="IND", grid_g_per_kwh=500.0),
+        ]
+    )
     d = derive(df)
     assert d.grid_g_per_kwh.tolist() == [
-        _bundled_country("FRA"), pytest.approx(grid.resolve("CAN", "quebec").g_per_kwh), 500.0]
+        _bundled_country("FRA"),
+        pytest.approx(grid.resolve("CAN", "quebec").g_per_kwh),
+        500.0,
+    ]
     assert d.grid_source.iloc[2].startswith("scenario: 500")
     again = derive(d)
     pd.testing.assert_frame_equal(again, d)
@@ -244,8 +286,7 @@ def test_embodied_is_separate_and_amortised_as_in_bloom():
     d = derive(df, embodied=EmbodiedConfig(enabled=True))
     per_hour = 150.0 * 1000 / (6 * 8760 * 0.85)  # gCO2e per A100-hour
     assert d.embodied_co2e_g.iloc[0] == pytest.approx(d.device_hours.iloc[0] * per_hour)
-    assert d.embodied_co2e_g_per_million_tokens.iloc[0] == pytest.approx(
-        d.embodied_co2e_g.iloc[0] / 16384 * 1e6)
+    assert d.embodied_co2e_g_per_million_tokens.iloc[0] == pytest.approx(d.embodied_co2e_g.iloc[0] / 16384 * 1e6)
     assert "BLOOM" in d.embodied_source.iloc[0]
     assert math.isnan(d.embodied_co2e_g.iloc[1])  # no published H100 figure
     assert "no embodied figure for h100-sxm" in d.embodied_source.iloc[1]
@@ -267,11 +308,14 @@ def test_where_to_run_shows_one_measurement_under_six_grids():
     expected_kwh = (1800 + 2200) / 2 / 3.6e6 / 16384 * 1e6
     assert table.kwh_per_million_tokens.iloc[0] == pytest.approx(expected_kwh)
     by_place = table.set_index("place").co2e_g_per_million_tokens
-    assert by_place["CAN/quebec"] < by_place["FRA"] < by_place["USA"] < by_place["DEU"] < by_place["POL"] < by_place["IND"]
+    assert (
+        by_place["CAN/quebec"] < by_place["FRA"] < by_place["USA"] < by_place["DEU"] < by_place["POL"] < by_place["IND"]
+    )
     assert by_place["USA"] == pytest.approx(expected_kwh * 1.2 * _bundled_country("USA"))
     at_pue_1 = where_to_run(df, [("USA", "california")], pue=1.0)
     assert at_pue_1.co2e_g_per_million_tokens.iloc[0] == pytest.approx(
-        expected_kwh * grid.resolve("USA", "california").g_per_kwh)
+        expected_kwh * grid.resolve("USA", "california").g_per_kwh
+    )
     assert len(where_to_run(df, DEFAULT_PLACES[:2], aggregate=False)) == 6
     with pytest.raises(ConfigError, match="Atlantis"):
         where_to_run(df, [("Atlantis", None)])
@@ -310,27 +354,77 @@ def test_results_load_carries_the_derived_columns(tmp_path):
 
 def _result_file() -> dict:
     """A minimal schema-1 result file: one bf16 decode point on an H100, two repeats."""
+
     def rep(i, energy):
-        return {"repeat": i, "steps": 1, "tokens": 512, "flops": 4.0e13, "model_flops": 4.0e13, "duration_s": 0.5,
-                "energy_j": energy, "energy_method": "counter", "components": {}}
+        return {
+            "repeat": i,
+            "steps": 1,
+            "tokens": 512,
+            "flops": 4.0e13,
+            "model_flops": 4.0e13,
+            "duration_s": 0.5,
+            "energy_j": energy,
+            "energy_method": "counter",
+            "components": {},
+        }
 
     return {
-        "schema": "carbonbench.run", "schema_version": 1, "run_id": "fixture", "status": "complete",
-        "scenario": {"name": "fixture", "carbon": {"country": "DEU", "region": None, "grid_g_per_kwh": None,
-                                                   "pue": 1.1},
-                     "cost": {"usd_per_kwh": 0.3, "usd_per_device_hour": 2.0}},
+        "schema": "carbonbench.run",
+        "schema_version": 1,
+        "run_id": "fixture",
+        "status": "complete",
+        "scenario": {
+            "name": "fixture",
+            "carbon": {"country": "DEU", "region": None, "grid_g_per_kwh": None, "pue": 1.1},
+            "cost": {"usd_per_kwh": 0.3, "usd_per_device_hour": 2.0},
+        },
         "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "count": 1, "dtype": "bfloat16"},
         "environment": {"hostname": "gpu-1"},
         "points": [
-            {"model": "opt-1.3b", "workload": "decode", "batch_size": 8, "prompt_tokens": 128,
-             "new_tokens": 64, "seq_len": 0, "status": "ok", "params": 1315758080,
-             "repeats": [rep(0, 150.0), rep(1, 170.0)]},
-            {"model": "opt-1.3b", "workload": "train", "batch_size": 4, "prompt_tokens": 0,
-             "new_tokens": 0, "seq_len": 2048, "status": "ok", "params": 1315758080,
-             "repeats": [{"repeat": 0, "steps": 2, "tokens": 8192, "flops": 1.6e14, "model_flops": 1.2e14,
-                          "duration_s": 0.4,
-                          "energy_j": 240.0, "energy_method": "counter", "components": {}}]},
-            {"model": "opt-1.3b", "workload": "decode", "batch_size": 64, "prompt_tokens": 128,
-             "new_tokens": 64, "seq_len": 0, "status": "oom", "error": "CUDA out of memory", "repeats": []},
+            {
+                "model": "opt-1.3b",
+                "workload": "decode",
+                "batch_size": 8,
+                "prompt_tokens": 128,
+                "new_tokens": 64,
+                "seq_len": 0,
+                "status": "ok",
+                "params": 1315758080,
+                "repeats": [rep(0, 150.0), rep(1, 170.0)],
+            },
+            {
+                "model": "opt-1.3b",
+                "workload": "train",
+                "batch_size": 4,
+                "prompt_tokens": 0,
+                "new_tokens": 0,
+                "seq_len": 2048,
+                "status": "ok",
+                "params": 1315758080,
+                "repeats": [
+                    {
+                        "repeat": 0,
+                        "steps": 2,
+                        "tokens": 8192,
+                        "flops": 1.6e14,
+                        "model_flops": 1.2e14,
+                        "duration_s": 0.4,
+                        "energy_j": 240.0,
+                        "energy_method": "counter",
+                        "components": {},
+                    }
+                ],
+            },
+            {
+                "model": "opt-1.3b",
+                "workload": "decode",
+                "batch_size": 64,
+                "prompt_tokens": 128,
+                "new_tokens": 64,
+                "seq_len": 0,
+                "status": "oom",
+                "error": "CUDA out of memory",
+                "repeats": [],
+            },
         ],
     }

@@ -29,8 +29,13 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def hf_model():
     config = transformers.OPTConfig(
-        vocab_size=1000, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
-        num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32,
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        ffn_dim=128,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        word_embed_proj_dim=32,
         do_layer_norm_before=False,
     )
     torch.manual_seed(0)
@@ -201,8 +206,14 @@ def test_unsupported_config_names_the_key(ckpt, change, key):
 def test_config_maps_to_architecture(saved):
     arch = arch_from_hf_config(saved / "config.json")
     assert arch == opt.Architecture(
-        n_layers=2, n_heads=4, d_model=64, ffn_dim=128, vocab_size=1000,
-        max_positions=64, word_embed_proj_dim=32, layer_norm="post",
+        n_layers=2,
+        n_heads=4,
+        d_model=64,
+        ffn_dim=128,
+        vocab_size=1000,
+        max_positions=64,
+        word_embed_proj_dim=32,
+        layer_norm="post",
     )
 
 
@@ -225,9 +236,7 @@ def test_model_too_large_is_refused_before_allocating(monkeypatch):
     needed = opt.find_card("opt-175b").param_count() * 2
     with pytest.raises(ModelTooLargeError) as info:
         opt.load("opt-175b", dtype=torch.float16)
-    assert str(info.value) == (
-        f"opt-175b needs {needed / 1e9:.1f} GB of weights in float16 but cpu has 8.0 GB free"
-    )
+    assert str(info.value) == (f"opt-175b needs {needed / 1e9:.1f} GB of weights in float16 but cpu has 8.0 GB free")
     assert seen == [torch.device("cpu")]
 
 

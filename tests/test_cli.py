@@ -2,9 +2,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 
 from carbonbench.cli import cli
-from conftest import DATA
 
 
 @pytest.fixture
@@ -69,11 +69,14 @@ def test_bad_scenario_exit_2_one_line_no_traceback(runner, name, tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "missing.yaml"], "file not found"),
-    (["run", "notes.txt"], "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario"),
-    (["run", "scenarios/opt-125m.yaml", "--device", "tpu"], "Invalid value for '--device'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "missing.yaml"], "file not found"),
+        (["run", "notes.txt"], "expected a scenario (.yaml), a result file (.json) or the name of a shipped scenario"),
+        (["run", "scenarios/opt-125m.yaml", "--device", "tpu"], "Invalid value for '--device'"),
+    ],
+)
 def test_bad_arguments(runner, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("hi")

@@ -4,17 +4,19 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 
 from carbonbench.cli import cli
-from conftest import DATA
 
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 
 
 def strict_json(text: str):
     """json.loads that refuses NaN and Infinity, which Python writes but JSON does not have."""
+
     def refuse(name):
         raise ValueError(f"not JSON: {name}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -32,8 +34,22 @@ COMMANDS = {
     "models": (["models"], {"cards", "card_dirs"}),
     "env": (["env", "--device", "cpu"], {"cpu_model", "meters", "device_type"}),
     "plan": (["plan", "opt-1.3b", "--hardware", "a100-80gb"], {"model", "params", "inference", "training"}),
-    "estimate": (["estimate", "--model", "opt-175b", "--tokens", "300e9", "--hardware", "a100-80gb",
-                  "--devices", "992", "--achieved-tflops", "147"], {"hardware_flops", "model_flops", "co2e_t", "assumptions"}),
+    "estimate": (
+        [
+            "estimate",
+            "--model",
+            "opt-175b",
+            "--tokens",
+            "300e9",
+            "--hardware",
+            "a100-80gb",
+            "--devices",
+            "992",
+            "--achieved-tflops",
+            "147",
+        ],
+        {"hardware_flops", "model_flops", "co2e_t", "assumptions"},
+    ),
     "compare": (["compare", str(FIXTURE), "OTHER"], {"a", "b", "matched", "summary"}),
 }
 

@@ -5,10 +5,10 @@ import math
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 
 from carbonbench.cli import cli
 from carbonbench.report.compare import winner
-from conftest import DATA
 
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 
@@ -60,7 +60,8 @@ def test_json_gives_exact_ratios_and_lists_unmatched_points(a100):
     assert [p["label"] for p in data["only_a"]] == ["opt-tiny prefill b64 p16"]
     assert [p["label"] for p in data["only_b"]] == ["opt-125m prefill b16 p128"]
     assert [(f["label"], f["a_status"], f["b_status"]) for f in data["failed"]] == [
-        ("opt-125m train b4 s128", "meter-error", "meter-error")]
+        ("opt-125m train b4 s128", "meter-error", "meter-error")
+    ]
     prefill = next(s for s in data["summary"] if s["workload"] == "prefill")
     assert prefill["tokens_per_s_ratio_geomean"] == pytest.approx(1.5)
 

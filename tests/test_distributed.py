@@ -44,10 +44,14 @@ def test_energy_is_summed_over_ranks_and_node_meters_count_once():
     # 2 nodes x 2 GPUs. Every rank (wrongly) reports its host's CPU and DRAM too, and
     # rank 1 also sees GPU 0 of its node: only the node leader's CPU/DRAM and each
     # rank's own GPU may count.
-    ranks = topology([
-        (0, 0, 0, "a", "cuda:0"), (1, 1, 0, "a", "cuda:1"),
-        (2, 0, 1, "b", "cuda:0"), (3, 1, 1, "b", "cuda:1"),
-    ])
+    ranks = topology(
+        [
+            (0, 0, 0, "a", "cuda:0"),
+            (1, 1, 0, "a", "cuda:1"),
+            (2, 0, 1, "b", "cuda:0"),
+            (3, 1, 1, "b", "cuda:1"),
+        ]
+    )
     assert [r.node_leader for r in ranks] == [True, False, True, False]
     gpu = {0: 100.0, 1: 110.0, 2: 120.0, 3: 130.0}
     cpu = {"a": 50.0, "b": 60.0}
@@ -61,10 +65,18 @@ def test_energy_is_summed_over_ranks_and_node_meters_count_once():
     total, detail = combine(measurements, ranks, [{"steps": 5}] * 4)
 
     names = [c.component for c in total.components]
-    assert sorted(names) == sorted([
-        "rank0/gpu0", "node0/cpu", "node0/dram", "rank1/gpu1",
-        "rank2/gpu0", "node1/cpu", "node1/dram", "rank3/gpu1",
-    ])
+    assert sorted(names) == sorted(
+        [
+            "rank0/gpu0",
+            "node0/cpu",
+            "node0/dram",
+            "rank1/gpu1",
+            "rank2/gpu0",
+            "node1/cpu",
+            "node1/dram",
+            "rank3/gpu1",
+        ]
+    )
     assert total.energy_by_kind("gpu") == pytest.approx(sum(gpu.values()))  # summed, not averaged
     assert total.energy_by_kind("cpu") == pytest.approx(50.0 + 60.0)  # once per node
     assert total.energy_by_kind("dram") == pytest.approx(14.0)
@@ -93,10 +105,13 @@ def test_a_rank_without_a_reading_adds_nothing_and_says_so():
 
 def test_a_point_failed_on_any_rank_failed():
     record = PointRecord(key="k", status="ok", error=None, peak_memory_bytes=10)
-    out = agree(record, [
-        {"status": "ok", "error": None, "peak_memory_bytes": 10},
-        {"status": "oom", "error": "CUDA out of memory", "peak_memory_bytes": 30},
-    ])
+    out = agree(
+        record,
+        [
+            {"status": "ok", "error": None, "peak_memory_bytes": 10},
+            {"status": "oom", "error": "CUDA out of memory", "peak_memory_bytes": 30},
+        ],
+    )
     assert out.status == "oom" and out.error == "rank 1: CUDA out of memory"
     assert out.peak_memory_bytes == 30 and [r["rank"] for r in out.ranks] == [0, 1]
     assert agree(record, [{"status": "ok", "peak_memory_bytes": 1}] * 2).status == "ok"
@@ -104,8 +119,14 @@ def test_a_point_failed_on_any_rank_failed():
 
 # -- layouts, scenario, launcher -------------------------------------------------------
 def _point(workload, batch=2):
-    return sc.Point("m", workload, batch, prompt_tokens=16, new_tokens=4 if workload == "decode" else 0,
-                    seq_len=16 if workload == "train" else 0)
+    return sc.Point(
+        "m",
+        workload,
+        batch,
+        prompt_tokens=16,
+        new_tokens=4 if workload == "decode" else 0,
+        seq_len=16 if workload == "train" else 0,
+    )
 
 
 def test_layouts_follow_the_strategy():
@@ -113,7 +134,8 @@ def test_layouts_follow_the_strategy():
     auto, tp, fsdp = sc.ParallelConfig(), sc.ParallelConfig("tp", 2), sc.ParallelConfig("fsdp")
     f32 = torch.float32
     assert layout_for(_point("train"), auto, 8, 8, tiny, f32, 80 * GB) == Layout(
-        "fsdp", dp=8, reason="training: FSDP2 data parallel over every rank")
+        "fsdp", dp=8, reason="training: FSDP2 data parallel over every rank"
+    )
     assert layout_for(_point("prefill"), auto, 8, 8, tiny, f32, 80 * GB).mode == "replicate"
     assert layout_for(_point("decode"), fsdp, 8, 8, tiny, f32, 80 * GB).mode == "replicate"
     assert layout_for(_point("decode"), auto, 1, 1, big, f32, 80 * GB).mode == "single"
@@ -155,30 +177,55 @@ def test_parallel_section_is_validated_and_round_trips(tiny_scenario):
 def test_torchrun_arguments():
     assert torchrun_args(2) == ["--nproc-per-node=2", "--nnodes=1", "--max-restarts=0", "--standalone"]
     assert torchrun_args(8, "2", rdzv_endpoint="n1:29400", rdzv_id="42")[3:] == [
-        "--rdzv-backend=c10d", "--rdzv-endpoint=n1:29400", "--rdzv-id=42"]
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=n1:29400",
+        "--rdzv-id=42",
+    ]
     assert torchrun_args(8, "2", node_rank=1, rdzv_endpoint="n1:29500")[3:] == [
-        "--rdzv-backend=static", "--master-addr=n1", "--master-port=29500", "--node-rank=1"]
+        "--rdzv-backend=static",
+        "--master-addr=n1",
+        "--master-port=29500",
+        "--node-rank=1",
+    ]
     with pytest.raises(UserError, match="needs --rdzv-endpoint"):
         torchrun_args(8, "2")
     with pytest.raises(UserError, match="HOST:PORT"):
         torchrun_args(8, "2", rdzv_endpoint="n1")
     assert worker_args(Path("s.yaml"), Path("out"), "cpu", True, False) == [
-        "run", "s.yaml", "--out", "out", "--device", "cpu", "--quick"]
+        "run",
+        "s.yaml",
+        "--out",
+        "out",
+        "--device",
+        "cpu",
+        "--quick",
+    ]
 
 
 def test_failure_report_names_the_rank_that_died(tmp_path):
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
     error_file = tmp_path / "error.json"
-    error_file.write_text(json.dumps({"message": {
-        "message": "DistributedFailure: rank 0: a collective failed (RuntimeError: Connection closed by peer)",
-        "extraInfo": {"py_callstack": "...", "timestamp": "1"}}}))
-    code, msg = failure_report({
-        0: ProcessFailure(local_rank=0, pid=10, exitcode=1, error_file=str(error_file)),
-        1: ProcessFailure(local_rank=1, pid=11, exitcode=-9, error_file="<N/A>"),
-    })
+    error_file.write_text(
+        json.dumps(
+            {
+                "message": {
+                    "message": "DistributedFailure: rank 0: a collective failed (RuntimeError: Connection closed by peer)",
+                    "extraInfo": {"py_callstack": "...", "timestamp": "1"},
+                }
+            }
+        )
+    )
+    code, msg = failure_report(
+        {
+            0: ProcessFailure(local_rank=0, pid=10, exitcode=1, error_file=str(error_file)),
+            1: ProcessFailure(local_rank=1, pid=11, exitcode=-9, error_file="<N/A>"),
+        }
+    )
     assert code == 1
-    assert msg.startswith("distributed run failed: rank 1 (local rank 1, pid 11) was killed by SIGKILL; rank 0: a collective")
+    assert msg.startswith(
+        "distributed run failed: rank 1 (local rank 1, pid 11) was killed by SIGKILL; rank 0: a collective"
+    )
     # Ranks that exited 1 (a point failed) without an error file have said why already.
     assert failure_report({0: ProcessFailure(local_rank=0, pid=10, exitcode=1, error_file="<N/A>")}) == (1, "")
 
@@ -202,7 +249,9 @@ class ConstantPower(Meter):
         return None
 
     def end(self, snapshot, start_unix_s, end_unix_s):
-        return [ComponentEnergy(self.component, "gpu", self.power_w * (end_unix_s - start_unix_s), "counter", self.name)]
+        return [
+            ComponentEnergy(self.component, "gpu", self.power_w * (end_unix_s - start_unix_s), "counter", self.name)
+        ]
 
     def describe(self):
         return {"name": self.name, "kind": "gpu", "method": "counter"}
@@ -221,8 +270,15 @@ def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None
     from carbonbench.runner import Runner
     from carbonbench.workloads import Inputs, Train
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      GROUP_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        GROUP_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     ctx = init_from_env("cpu", timeout_s=60)
     card = find_card("opt-tiny")
     result: dict = {}
@@ -232,7 +288,9 @@ def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None
     point = sc.Point("opt-tiny", "train", 2, seq_len=16)
     layout = Layout("fsdp", dp=world, dp_rank=rank)
     model = build_model(card, layout, ctx, torch.float32, seed=0)
-    train = Train(model, point, Inputs(layout.local_rows(ids)), lambda: None, lr=1e-3, autocast_dtype=None, recompute=True)
+    train = Train(
+        model, point, Inputs(layout.local_rows(ids)), lambda: None, lr=1e-3, autocast_dtype=None, recompute=True
+    )
     losses = []
     for _ in range(5):
         train.step()
@@ -357,8 +415,9 @@ def test_runner_sums_rank_energy_and_counts_the_node_once(two_process_job):
 def _carbonbench(*args: str, env_extra: dict | None = None, timeout: float = 150) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CARBONBENCH_FAULT"}
     env.update({"CARBONBENCH_MODEL_DIR": str(ROOT / "model"), **(env_extra or {})})
-    return subprocess.run([sys.executable, "-m", "carbonbench", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "carbonbench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_launch_writes_one_file_and_a_killed_rank_ends_the_run_naming_it(tmp_path):
@@ -375,12 +434,21 @@ def test_cli_launch_writes_one_file_and_a_killed_rank_ends_the_run_naming_it(tmp
     )
     out = tmp_path / "out"
     t0 = time.monotonic()
-    proc = _carbonbench("run", str(scenario), "--out", str(out), "--nproc-per-node", "2",
-                        env_extra={"CARBONBENCH_FAULT": "1:kill:/train/"})
+    proc = _carbonbench(
+        "run",
+        str(scenario),
+        "--out",
+        str(out),
+        "--nproc-per-node",
+        "2",
+        env_extra={"CARBONBENCH_FAULT": "1:kill:/train/"},
+    )
     elapsed = time.monotonic() - t0
     assert "launching: torchrun --nproc-per-node=2" in proc.stderr
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "distributed run failed: rank 1 (local rank 1" in proc.stderr and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
+    assert "distributed run failed: rank 1 (local rank 1" in proc.stderr and "SIGKILL" in proc.stderr, proc.stderr[
+        -3000:
+    ]
     assert elapsed < 120  # bounded: torchrun stops rank 0 as soon as rank 1 is gone
 
     files = list(out.glob("*.json"))
@@ -390,7 +458,9 @@ def test_cli_launch_writes_one_file_and_a_killed_rank_ends_the_run_naming_it(tmp
     assert run["distributed"]["backend"] == "gloo"
     assert run["distributed"]["meters_by_rank"][1] == []  # rank 1 has no CPU/DRAM meter of its own
     assert {p["workload"]: (p["status"], p["parallel"]["mode"]) for p in run["points"]} == {
-        "prefill": ("ok", "replicate"), "decode": ("ok", "replicate")}  # finished before the kill, kept
+        "prefill": ("ok", "replicate"),
+        "decode": ("ok", "replicate"),
+    }  # finished before the kill, kept
     for point in run["points"]:
         for rep in point["repeats"]:
             assert set(rep["components"]) == {"node0/cpu", "node0/dram"}  # counted once, by rank 0

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT
 
 from carbonbench import opt, results
 from carbonbench import scenario as sc
@@ -20,7 +21,6 @@ from carbonbench.opt.tokenizer import synthetic_prompts
 from carbonbench.runner import Runner
 from carbonbench.scenario import EngineConfig, ModelEntry, Point
 from carbonbench.workloads import Decode, Inputs, Train
-from conftest import ROOT
 
 transformers = pytest.importorskip("transformers")
 
@@ -42,21 +42,32 @@ def decode_only(path):
 def test_each_engine_runs_every_workload_and_is_recorded(tiny_scenario, tmp_path, name):
     outcome = run(tiny_scenario(f"engine: {name}\n"), tmp_path / "out")
     assert [(p.workload, p.status) for p in outcome.run.points] == [
-        ("prefill", "ok"), ("decode", "ok"), ("train", "ok")]
+        ("prefill", "ok"),
+        ("decode", "ok"),
+        ("train", "ok"),
+    ]
     assert outcome.run.engine["name"] == name
     df = results.load(tmp_path / "out")
     assert set(df["engine"]) == {name}
     static = "true" if name == "native" else "false"  # transformers: DynamicCache, q/k/v unfused
     assert set(df["engine_options"]) == {
-        f"compile=false,cuda_graphs=false,fused_optimizer=true,fused_qkv={static},sdpa_backend=auto,static_cache={static}"}
+        f"compile=false,cuda_graphs=false,fused_optimizer=true,fused_qkv={static},sdpa_backend=auto,static_cache={static}"
+    }
     assert (df["tokens"] > 0).all() and (df["energy_j"] > 0).all()
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny transformers OPT with every tensor perturbed, saved as a checkpoint dir."""
-    config = transformers.OPTConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
-                                    num_attention_heads=4, max_position_embeddings=64, dropout=0.0)
+    config = transformers.OPTConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        num_hidden_layers=2,
+        ffn_dim=128,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     hf = transformers.OPTForCausalLM(config)
     with torch.no_grad():
@@ -75,8 +86,12 @@ def prompts():
     return ids.masked_fill(mask == 0, PAD_ID), mask
 
 
-VARIANTS = [("native", {}), ("native", {"static_cache": False}), ("transformers", {}),
-            ("transformers", {"static_cache": True})]
+VARIANTS = [
+    ("native", {}),
+    ("native", {"static_cache": False}),
+    ("transformers", {}),
+    ("transformers", {"static_cache": True}),
+]
 
 
 def test_engines_give_the_same_greedy_tokens_and_losses_from_one_checkpoint(checkpoint):
@@ -91,8 +106,16 @@ def test_engines_give_the_same_greedy_tokens_and_losses_from_one_checkpoint(chec
             decode.step()
             decode.step()  # a second generation into the same cache must not see the first
             tokens.setdefault(padded, []).append(decode.out.clone())
-        train = Train(model, Point("m", "train", 2, seq_len=16), Inputs(synthetic_prompts(2, 16, VOCAB, seed=2)),
-                      lambda: None, lr=1e-2, autocast_dtype=None, recompute=False, engine=engine)
+        train = Train(
+            model,
+            Point("m", "train", 2, seq_len=16),
+            Inputs(synthetic_prompts(2, 16, VOCAB, seed=2)),
+            lambda: None,
+            lr=1e-2,
+            autocast_dtype=None,
+            recompute=False,
+            engine=engine,
+        )
         steps = []
         for _ in range(2):
             train.step()
@@ -111,18 +134,32 @@ def test_transformers_engine_matches_the_hf_generate_it_stands_for(checkpoint):
     ids, mask = prompts()
     engine = make_engine("transformers", "cpu")
     model = engine.load(ModelEntry.of(str(checkpoint)), "cpu", torch.float32, seed=0).eval()
-    decode = Decode(model, Point("m", "decode", 3, prompt_tokens=PROMPT, new_tokens=NEW), Inputs(ids, mask),
-                    lambda: None, engine=engine)
+    decode = Decode(
+        model,
+        Point("m", "decode", 3, prompt_tokens=PROMPT, new_tokens=NEW),
+        Inputs(ids, mask),
+        lambda: None,
+        engine=engine,
+    )
     decode.step()
-    expected = model.hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=NEW,
-                                 min_new_tokens=NEW)[:, PROMPT:]
+    expected = model.hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW)[
+        :, PROMPT:
+    ]
     assert torch.equal(decode.out, expected)
 
 
 ARCHS = {
     "pre-LN": Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=64),
-    "post-LN": Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=64,
-                            word_embed_proj_dim=16, layer_norm="post"),
+    "post-LN": Architecture(
+        n_layers=2,
+        n_heads=4,
+        d_model=32,
+        ffn_dim=64,
+        vocab_size=300,
+        max_positions=64,
+        word_embed_proj_dim=16,
+        layer_norm="post",
+    ),
 }
 
 
@@ -245,11 +282,16 @@ def test_results_read_old_runs_whose_engine_is_a_name(tiny_scenario, tmp_path):
 
 def test_without_transformers_choosing_it_is_one_line(tiny_scenario, tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a)
+    )
     with pytest.raises(UserError) as info:
         make_engine("transformers", "cpu")
-    assert str(info.value) == MISSING == (
-        "engine 'transformers' needs the transformers extra: pip install carbonbench[transformers]")
+    assert (
+        str(info.value)
+        == MISSING
+        == ("engine 'transformers' needs the transformers extra: pip install carbonbench[transformers]")
+    )
     with pytest.raises(UserError, match="transformers extra"):
         run(decode_only(tiny_scenario("engine: transformers\n")), tmp_path / "out")
 

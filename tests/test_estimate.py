@@ -44,6 +44,7 @@ def _json(*args: str) -> dict:
 
 # ---- training FLOPs ---------------------------------------------------------------------
 
+
 def test_training_counts_model_flops_with_attention_and_recompute_only_in_hardware_flops():
     arch = find_card("opt-1.3b").architecture
     plain = job_flops(tokens=1e10, recompute=False, arch=arch)
@@ -69,8 +70,15 @@ def test_mfu_and_achieved_flops_count_different_flops():
     job = job_flops(tokens=1e11, recompute=True, arch=arch)
     assert by_mfu.wall_hours == pytest.approx(job.model / (8 * 0.4 * 989e12) / 3600)  # MFU: model FLOPs
     assert by_mfu.mfu == pytest.approx(0.4) and by_mfu.hfu == pytest.approx(0.4 * job.hardware / job.model)
-    by_rate = estimate_training(arch=arch, tokens=1e11, hardware=hw, devices=8, facility=f, recompute=True,
-                                achieved_flops_per_s=by_mfu.achieved_flops_per_s_per_device)
+    by_rate = estimate_training(
+        arch=arch,
+        tokens=1e11,
+        hardware=hw,
+        devices=8,
+        facility=f,
+        recompute=True,
+        achieved_flops_per_s=by_mfu.achieved_flops_per_s_per_device,
+    )
     assert by_rate.wall_hours == pytest.approx(by_mfu.wall_hours)  # achieved: hardware FLOPs
     assert by_rate.mfu == pytest.approx(0.4)
     assert by_mfu.energy_mwh == pytest.approx(by_mfu.device_hours * 700 / 1e6)  # TDP by default
@@ -83,11 +91,33 @@ def test_mfu_and_achieved_flops_count_different_flops():
 
 
 def test_the_cli_never_prints_hfu_as_mfu():
-    text = _invoke("--model", "opt-175b", "--hardware", "a100-80gb", "--devices", "992",
-                   "--achieved-tflops", "147", "--recompute", "--country", "USA")
+    text = _invoke(
+        "--model",
+        "opt-175b",
+        "--hardware",
+        "a100-80gb",
+        "--devices",
+        "992",
+        "--achieved-tflops",
+        "147",
+        "--recompute",
+        "--country",
+        "USA",
+    )
     assert text.exit_code == 0, text.output
-    d = _json("--model", "opt-175b", "--hardware", "a100-80gb", "--devices", "992",
-              "--achieved-tflops", "147", "--recompute", "--country", "USA")
+    d = _json(
+        "--model",
+        "opt-175b",
+        "--hardware",
+        "a100-80gb",
+        "--devices",
+        "992",
+        "--achieved-tflops",
+        "147",
+        "--recompute",
+        "--country",
+        "USA",
+    )
     assert d["hfu"] == pytest.approx(147 / 312)
     assert d["mfu"] == pytest.approx(d["hfu"] * d["model_flops"] / d["hardware_flops"])
     assert f"HFU {d['hfu']:.1%}" in text.output and f"MFU {d['mfu']:.1%}" in text.output
@@ -98,10 +128,12 @@ def test_the_cli_never_prints_hfu_as_mfu():
 def test_pue_prices_host_and_embodied_are_applied_and_kept_apart():
     arch = find_card("opt-1.3b").architecture
     hw = get_hardware("a100-80gb")
-    f = Facility(grid=explicit_intensity(100), pue=1.5, cost=CostConfig(0.1, 2.0),
-                 embodied=EmbodiedConfig(enabled=True))
-    e = estimate_training(arch=arch, tokens=1e10, hardware=hw, devices=4, facility=f, mfu=0.5,
-                          device_power_w=300, host=Host(50, "given"))
+    f = Facility(
+        grid=explicit_intensity(100), pue=1.5, cost=CostConfig(0.1, 2.0), embodied=EmbodiedConfig(enabled=True)
+    )
+    e = estimate_training(
+        arch=arch, tokens=1e10, hardware=hw, devices=4, facility=f, mfu=0.5, device_power_w=300, host=Host(50, "given")
+    )
     assert e.it_energy_mwh == pytest.approx(e.device_hours * (0.3 + 0.05) / 1e3)
     assert e.energy_mwh == pytest.approx(e.it_energy_mwh * 1.5)
     assert e.co2e_t == pytest.approx(e.energy_mwh * 100 / 1e3)
@@ -115,6 +147,7 @@ def test_pue_prices_host_and_embodied_are_applied_and_kept_apart():
 
 # ---- OPT-175B: one set of figures in README, report and estimate --------------------------
 
+
 def test_opt_175b_as_published():
     """992 A100-80GB (OPT paper 2.4) at up to 147 TFLOP/s with recomputation, 300B tokens
     (metaseq logbook). The logbook: "about 4.3e23" FLOPs, "about 33 days on 1024 80GB
@@ -122,9 +155,15 @@ def test_opt_175b_as_published():
     gives neither energy nor grid)."""
     card = find_card("opt-175b")
     pub = card.published
-    job = dict(arch=card.architecture, tokens=pub.training_tokens, hardware=get_hardware(pub.hardware),
-               achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12, recompute=True, model=card.name,
-               facility=Facility(grid=resolve("USA")))
+    job = dict(
+        arch=card.architecture,
+        tokens=pub.training_tokens,
+        hardware=get_hardware(pub.hardware),
+        achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12,
+        recompute=True,
+        model=card.name,
+        facility=Facility(grid=resolve("USA")),
+    )
     paper = estimate_training(**job, devices=pub.devices)
     logbook = estimate_training(**job, devices=1024)
     assert paper.hardware_flops == pytest.approx(4.3e23, rel=0.01)
@@ -137,7 +176,7 @@ def test_opt_175b_as_published():
 def _readme_section() -> str:
     text = (ROOT / "README.md").read_text()
     start = text.index("## Carbon, cost, whole jobs and memory")
-    return text[start:text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
 def test_readme_figures_are_what_estimate_prints():
@@ -165,10 +204,19 @@ def test_report_published_row_is_the_readme_job(tmp_path):
     command = re.search(r"```sh\n(carbonbench estimate .*?)```", section, re.S).group(1)
     cli_figures = _json(*shlex.split(command.replace("\\\n", " "))[2:])
     point = {
-        "workload": "train", "status": "ok", "mfu": 0.3, "run_label": "gpu", "label": "opt-1.3b b8",
-        "device_name": "NVIDIA A100-SXM4-80GB", "device_type": "cuda", "energy_method": "counter",
-        "grid_g_per_kwh": resolve("USA").g_per_kwh, "grid_source": resolve("USA").source,
-        "pue": 1.2, "usd_per_kwh": 0.15, "usd_per_device_hour": 0.0,
+        "workload": "train",
+        "status": "ok",
+        "mfu": 0.3,
+        "run_label": "gpu",
+        "label": "opt-1.3b b8",
+        "device_name": "NVIDIA A100-SXM4-80GB",
+        "device_type": "cuda",
+        "energy_method": "counter",
+        "grid_g_per_kwh": resolve("USA").g_per_kwh,
+        "grid_source": resolve("USA").source,
+        "pue": 1.2,
+        "usd_per_kwh": 0.15,
+        "usd_per_device_hour": 0.0,
     }
     # An MFU that recomputation would push past the peak gives no row, not an error.
     impossible = {**point, "mfu": 0.9, "run_label": "other"}
@@ -187,20 +235,36 @@ GPT3 = "Patterson et al. 2021, Table 4"
 BLOOM = "Luccioni et al. 2022"
 # (case, mode, args, {figure: published}, target): every input as published, none tuned.
 CASES = [
-    ("GPT-3", "power",
-     "--devices 10000 --hours 355.2 --device-power-w 330 --pue 1.1 --grid-g-per-kwh 429",
-     {"energy_mwh": 1287.0, "co2e_t": 552.1}, 0.02),
-    ("GPT-3", "model",
-     "--params 175e9 --layers 96 --d-model 12288 --seq-len 2048 --tokens 300e9 --hardware v100-sxm2-32gb "
-     "--devices 10000 --achieved-tflops 24.6 --device-power-w 330 --pue 1.1 --grid-g-per-kwh 429",
-     {"energy_mwh": 1287.0, "co2e_t": 552.1, "wall_days": 14.8}, 0.15),
-    ("BLOOM", "power",
-     "--device-hours 1082990 --device-power-w 400 --grid-g-per-kwh 57",
-     {"energy_mwh": 433.0, "co2e_t": 24.7}, 0.02),
-    ("BLOOM", "model",
-     "--params 176247e6 --layers 70 --d-model 14336 --seq-len 2048 --tokens 366e9 --hardware a100-80gb "
-     "--devices 384 --achieved-tflops 150 --recompute --device-power-w 400 --grid-g-per-kwh 57",
-     {"energy_mwh": 433.0, "co2e_t": 24.7, "device_hours": 1082990.0}, 0.15),
+    (
+        "GPT-3",
+        "power",
+        "--devices 10000 --hours 355.2 --device-power-w 330 --pue 1.1 --grid-g-per-kwh 429",
+        {"energy_mwh": 1287.0, "co2e_t": 552.1},
+        0.02,
+    ),
+    (
+        "GPT-3",
+        "model",
+        "--params 175e9 --layers 96 --d-model 12288 --seq-len 2048 --tokens 300e9 --hardware v100-sxm2-32gb "
+        "--devices 10000 --achieved-tflops 24.6 --device-power-w 330 --pue 1.1 --grid-g-per-kwh 429",
+        {"energy_mwh": 1287.0, "co2e_t": 552.1, "wall_days": 14.8},
+        0.15,
+    ),
+    (
+        "BLOOM",
+        "power",
+        "--device-hours 1082990 --device-power-w 400 --grid-g-per-kwh 57",
+        {"energy_mwh": 433.0, "co2e_t": 24.7},
+        0.02,
+    ),
+    (
+        "BLOOM",
+        "model",
+        "--params 176247e6 --layers 70 --d-model 14336 --seq-len 2048 --tokens 366e9 --hardware a100-80gb "
+        "--devices 384 --achieved-tflops 150 --recompute --device-power-w 400 --grid-g-per-kwh 57",
+        {"energy_mwh": 433.0, "co2e_t": 24.7, "device_hours": 1082990.0},
+        0.15,
+    ),
 ]
 UNITS = {"energy_mwh": "MWh", "co2e_t": "tCO2e", "wall_days": "days", "device_hours": "device-hours"}
 
@@ -228,17 +292,23 @@ def test_docs_table_is_what_the_cases_give():
     docs = (ROOT / "docs" / "estimates.md").read_text()
     for case, mode, args, key, estimate, published, target in _case_rows():
         assert f"carbonbench estimate {args}" in " ".join(docs.replace("\\\n", " ").split())
-        row = (f"| {case} | {mode} | {UNITS[key]} | {_fig(estimate)} | {_fig(published)} | "
-               f"{(estimate / published - 1):+.2%} | {target:.0%} |")
+        row = (
+            f"| {case} | {mode} | {UNITS[key]} | {_fig(estimate)} | {_fig(published)} | "
+            f"{(estimate / published - 1):+.2%} | {target:.0%} |"
+        )
         assert row in docs, row
 
 
 def test_readme_states_the_case_errors_as_computed():
     section = _readme_section()
-    power, model = (float(x) for x in re.search(
-        r"within ([\d.]+)% from device-hours and power,\s+within ([\d.]+)% from parameters", section).groups())
+    power, model = (
+        float(x)
+        for x in re.search(
+            r"within ([\d.]+)% from device-hours and power,\s+within ([\d.]+)% from parameters", section
+        ).groups()
+    )
     errors = {"power": [], "model": []}
-    for case, mode, args, key, estimate, published, target in _case_rows():
+    for _case, mode, _args, _key, estimate, published, _target in _case_rows():
         errors[mode].append(abs(estimate / published - 1) * 100)
     # Each stated bound holds, and is no looser than its last digit.
     for stated, worst, digit in ((power, max(errors["power"]), 0.1), (model, max(errors["model"]), 1.0)):
@@ -246,6 +316,7 @@ def test_readme_states_the_case_errors_as_computed():
 
 
 # ---- power ------------------------------------------------------------------------------
+
 
 def test_power_mode_from_first_principles():
     p = estimate_power(devices=8, device_power_w=700, hours=24, facility=Facility(grid=resolve("FRA"), pue=1.2))
@@ -276,8 +347,18 @@ def test_power_mode_through_the_cli():
     assert text.exit_code == 0, text.output
     assert "the default country" in text.output  # a default grid is never silent
     assert "TDP of the NVIDIA H100 SXM5 80GB" in text.output
-    node = _json("--device-hours", "800", "--device-power-w", "400", "--host-w-per-node", "1600",
-                 "--devices-per-node", "8", "--grid-g-per-kwh", "100")
+    node = _json(
+        "--device-hours",
+        "800",
+        "--device-power-w",
+        "400",
+        "--host-w-per-node",
+        "1600",
+        "--devices-per-node",
+        "8",
+        "--grid-g-per-kwh",
+        "100",
+    )
     assert node["host_power_w_per_device"] == 200 and node["it_energy_mwh"] == pytest.approx(800 * 600 / 1e6)
     assert any("1600 W per node of 8 devices" in a for a in node["assumptions"])
 
@@ -303,46 +384,137 @@ def test_a_tpu_through_the_hardware_file(tmp_path):
     """No NVML name and no TDP: a measured mean power stands in, and says so."""
     path = tmp_path / "tpu.yaml"
     path.write_text(TPU_FILE)
-    d = _json("--model", "opt-1.3b", "--tokens", "1e10", "--hardware", "tpu-v4", "--hardware-file", str(path),
-              "--devices", "64", "--mfu", "0.4", "--grid-g-per-kwh", "100")
+    d = _json(
+        "--model",
+        "opt-1.3b",
+        "--tokens",
+        "1e10",
+        "--hardware",
+        "tpu-v4",
+        "--hardware-file",
+        str(path),
+        "--devices",
+        "64",
+        "--mfu",
+        "0.4",
+        "--grid-g-per-kwh",
+        "100",
+    )
     assert d["peak_flops_per_s_per_device"] == 275e12 and d["device_power_w"] == 170
     assert any("mean power of the Google Cloud TPU v4" in a for a in d["assumptions"])
-    r = _invoke("--model", "opt-1.3b", "--tokens", "1e10", "--hardware", "tpu-no-power", "--hardware-file",
-                str(path), "--devices", "64", "--mfu", "0.4")
+    r = _invoke(
+        "--model",
+        "opt-1.3b",
+        "--tokens",
+        "1e10",
+        "--hardware",
+        "tpu-no-power",
+        "--hardware-file",
+        str(path),
+        "--devices",
+        "64",
+        "--mfu",
+        "0.4",
+    )
     assert r.exit_code == 2 and "no TDP or mean power" in r.output and "--device-power-w" in r.output
-    given = _json("--model", "opt-1.3b", "--tokens", "1e10", "--hardware", "tpu-no-power", "--hardware-file",
-                  str(path), "--devices", "64", "--mfu", "0.4", "--device-power-w", "200")
+    given = _json(
+        "--model",
+        "opt-1.3b",
+        "--tokens",
+        "1e10",
+        "--hardware",
+        "tpu-no-power",
+        "--hardware-file",
+        str(path),
+        "--devices",
+        "64",
+        "--mfu",
+        "0.4",
+        "--device-power-w",
+        "200",
+    )
     assert given["device_power_w"] == 200
     bad = tmp_path / "bad.yaml"
-    bad.write_text(TPU_FILE.replace('    power_source: "Google Cloud TPU v4 page: measured min/mean/max power '
-                                    '90/170/192 W"\n', ""))
-    r = _invoke("--model", "opt-1.3b", "--tokens", "1e10", "--hardware", "tpu-v4", "--hardware-file", str(bad),
-                "--devices", "64", "--mfu", "0.4")
+    bad.write_text(
+        TPU_FILE.replace('    power_source: "Google Cloud TPU v4 page: measured min/mean/max power 90/170/192 W"\n', "")
+    )
+    r = _invoke(
+        "--model",
+        "opt-1.3b",
+        "--tokens",
+        "1e10",
+        "--hardware",
+        "tpu-v4",
+        "--hardware-file",
+        str(bad),
+        "--devices",
+        "64",
+        "--mfu",
+        "0.4",
+    )
     assert r.exit_code == 2 and "power_source" in r.output and "Traceback" not in r.output
 
 
 # ---- inference --------------------------------------------------------------------------
+
 
 def _results_df() -> pd.DataFrame:
     """Two decode points and a train point on an H100, as carbonbench.results.load gives them."""
     from carbonbench.carbon import derive
 
     def row(**kw):
-        base = dict(run_id="r", hostname="h", device_type="cuda", device_name="NVIDIA H100 80GB HBM3",
-                    n_devices=1, model="opt-1.3b", engine="native", dtype="bfloat16", workload="decode",
-                    batch_size=8, prompt_tokens=128, new_tokens=64, seq_len=0, repeat=0, status="ok",
-                    tokens=512, duration_s=0.5, flops=4e13, energy_j=150.0, grid_country="DEU",
-                    grid_region=None, grid_g_per_kwh=np.nan, pue=1.1, usd_per_kwh=0.3, usd_per_device_hour=2.0)
+        base = dict(
+            run_id="r",
+            hostname="h",
+            device_type="cuda",
+            device_name="NVIDIA H100 80GB HBM3",
+            n_devices=1,
+            model="opt-1.3b",
+            engine="native",
+            dtype="bfloat16",
+            workload="decode",
+            batch_size=8,
+            prompt_tokens=128,
+            new_tokens=64,
+            seq_len=0,
+            repeat=0,
+            status="ok",
+            tokens=512,
+            duration_s=0.5,
+            flops=4e13,
+            energy_j=150.0,
+            grid_country="DEU",
+            grid_region=None,
+            grid_g_per_kwh=np.nan,
+            pue=1.1,
+            usd_per_kwh=0.3,
+            usd_per_device_hour=2.0,
+        )
         base.update(kw)
         return base
 
-    return derive(pd.DataFrame([
-        row(repeat=0, energy_j=150.0), row(repeat=1, energy_j=170.0),
-        row(batch_size=32, tokens=2048, energy_j=300.0),
-        row(batch_size=64, status="oom", tokens=None, energy_j=None, duration_s=None),
-        row(workload="train", batch_size=4, prompt_tokens=0, new_tokens=0, seq_len=2048, tokens=8192,
-            duration_s=0.4, flops=1.6e14, model_flops=1.2e14, energy_j=240.0),
-    ]))
+    return derive(
+        pd.DataFrame(
+            [
+                row(repeat=0, energy_j=150.0),
+                row(repeat=1, energy_j=170.0),
+                row(batch_size=32, tokens=2048, energy_j=300.0),
+                row(batch_size=64, status="oom", tokens=None, energy_j=None, duration_s=None),
+                row(
+                    workload="train",
+                    batch_size=4,
+                    prompt_tokens=0,
+                    new_tokens=0,
+                    seq_len=2048,
+                    tokens=8192,
+                    duration_s=0.4,
+                    flops=1.6e14,
+                    model_flops=1.2e14,
+                    energy_j=240.0,
+                ),
+            ]
+        )
+    )
 
 
 def test_select_point_needs_exactly_one():
@@ -382,26 +554,51 @@ def test_inference_daily_figures():
     assert e.co2e_t_per_year == pytest.approx(e.co2e_kg_per_day * 365 / 1e3)
     assert e.embodied_co2e_kg_per_day is None
     quebec = facility_for_point(point, grid=resolve("CAN", "quebec"), pue=1.0)
-    assert estimate_inference(point, requests_per_day=1e6, tokens_per_request=500,
-                              facility=quebec).co2e_kg_per_day < e.co2e_kg_per_day / 50
+    assert (
+        estimate_inference(point, requests_per_day=1e6, tokens_per_request=500, facility=quebec).co2e_kg_per_day
+        < e.co2e_kg_per_day / 50
+    )
 
 
 @pytest.fixture()
 def results_file(tmp_path):
     """A schema-1 result file on an H100 (bf16), read back through carbonbench.results.load."""
+
     def rep(i, tokens, duration, flops, energy, model_flops=None):
-        return {"repeat": i, "steps": 1, "tokens": tokens, "flops": flops, "duration_s": duration,
-                "model_flops": flops if model_flops is None else model_flops,
-                "energy_j": energy, "energy_method": "counter", "components": {}}
+        return {
+            "repeat": i,
+            "steps": 1,
+            "tokens": tokens,
+            "flops": flops,
+            "duration_s": duration,
+            "model_flops": flops if model_flops is None else model_flops,
+            "energy_j": energy,
+            "energy_method": "counter",
+            "components": {},
+        }
 
     def point(workload, batch, prompt, new, seq, repeats, status="ok"):
-        return {"model": "opt-1.3b", "workload": workload, "batch_size": batch, "prompt_tokens": prompt,
-                "new_tokens": new, "seq_len": seq, "status": status, "repeats": repeats}
+        return {
+            "model": "opt-1.3b",
+            "workload": workload,
+            "batch_size": batch,
+            "prompt_tokens": prompt,
+            "new_tokens": new,
+            "seq_len": seq,
+            "status": status,
+            "repeats": repeats,
+        }
 
     run = {
-        "schema": "carbonbench.run", "schema_version": 1, "run_id": "fixture", "status": "complete",
-        "scenario": {"name": "fixture", "carbon": {"country": "DEU", "pue": 1.1},
-                     "cost": {"usd_per_kwh": 0.3, "usd_per_device_hour": 2.0}},
+        "schema": "carbonbench.run",
+        "schema_version": 1,
+        "run_id": "fixture",
+        "status": "complete",
+        "scenario": {
+            "name": "fixture",
+            "carbon": {"country": "DEU", "pue": 1.1},
+            "cost": {"usd_per_kwh": 0.3, "usd_per_device_hour": 2.0},
+        },
         "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "count": 1, "dtype": "bfloat16"},
         "environment": {"hostname": "gpu-1"},
         "points": [
@@ -416,23 +613,48 @@ def results_file(tmp_path):
 
 
 def test_inference_through_the_cli(results_file):
-    r = _invoke("--from", str(results_file), "--requests-per-day", "1e6", "--tokens-per-request", "500",
-                "--format", "json")
+    r = _invoke(
+        "--from", str(results_file), "--requests-per-day", "1e6", "--tokens-per-request", "500", "--format", "json"
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["mode"] == "inference" and d["tokens_per_day"] == 5e8
     assert d["joules_per_token"] == pytest.approx(320 / 1024)
     assert "global_energy_mix.json: DEU" in d["grid_source"]
-    r = _invoke("--from", str(results_file), "--requests-per-day", "1e6", "--tokens-per-request", "500",
-                "--country", "CAN", "--region", "quebec", "--embodied-kgco2e", "300",
-                "--embodied-source", "an LCA")
+    r = _invoke(
+        "--from",
+        str(results_file),
+        "--requests-per-day",
+        "1e6",
+        "--tokens-per-request",
+        "500",
+        "--country",
+        "CAN",
+        "--region",
+        "quebec",
+        "--embodied-kgco2e",
+        "300",
+        "--embodied-source",
+        "an LCA",
+    )
     assert r.exit_code == 0, r.output
     assert "quebec" in r.output and "separate from operational" in r.output and "an LCA" in r.output
 
 
 def test_training_mfu_from_results_through_the_cli(results_file):
-    d = _json("--model", "opt-175b", "--tokens", "300e9", "--devices", "992", "--from", str(results_file),
-              "--hardware", "a100-80gb", "--recompute")
+    d = _json(
+        "--model",
+        "opt-175b",
+        "--tokens",
+        "300e9",
+        "--devices",
+        "992",
+        "--from",
+        str(results_file),
+        "--hardware",
+        "a100-80gb",
+        "--recompute",
+    )
     measured_mfu = 1.2e14 / 0.4 / 989e12  # model FLOPs, whatever the measured step recomputed
     assert d["mfu"] == pytest.approx(measured_mfu)
     assert d["achieved_model_flops_per_s_per_device"] == pytest.approx(measured_mfu * 312e12)
@@ -459,16 +681,26 @@ TRAIN = ["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "0", "--mfu", "0.4"],
-         "0 is not in the range"),
-        (["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "-3", "--mfu", "0.4"],
-         "-3 is not in the range"),
-        (["--model", "opt-1.3b", "--tokens", "0", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
-         "must be a positive number"),
-        (["--model", "opt-1.3b", "--tokens", "-1e9", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
-         "must be a positive number"),
-        (["--model", "opt-1.3b", "--tokens", "lots", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
-         "is not a number"),
+        (
+            ["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "0", "--mfu", "0.4"],
+            "0 is not in the range",
+        ),
+        (
+            ["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "-3", "--mfu", "0.4"],
+            "-3 is not in the range",
+        ),
+        (
+            ["--model", "opt-1.3b", "--tokens", "0", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
+            "must be a positive number",
+        ),
+        (
+            ["--model", "opt-1.3b", "--tokens", "-1e9", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
+            "must be a positive number",
+        ),
+        (
+            ["--model", "opt-1.3b", "--tokens", "lots", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4"],
+            "is not a number",
+        ),
         (["--devices", "8", "--device-power-w", "0", "--hours", "1"], "--device-power-w"),
         (TRAIN[:5] + ["a100"] + TRAIN[6:], "unknown hardware 'a100'"),
         (TRAIN + ["--country", "Narnia"], "unknown country 'Narnia'"),
@@ -485,10 +717,27 @@ TRAIN = ["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--
         (TRAIN + ["--seq-len", "0"], "--seq-len"),
         (TRAIN + ["--lifetime-years", "4"], "cannot be used without --embodied"),
         (TRAIN + ["--host-w-per-node", "800"], "--host-w-per-node and --devices-per-node go together"),
-        (TRAIN + ["--host-w-per-node", "800", "--devices-per-node", "8", "--host-w-per-device", "10"],
-         "cannot be used together"),
-        (["--params", "1e9", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "8", "--mfu", "0.4",
-          "--layers", "24"], "needs --d-model, --seq-len"),
+        (
+            TRAIN + ["--host-w-per-node", "800", "--devices-per-node", "8", "--host-w-per-device", "10"],
+            "cannot be used together",
+        ),
+        (
+            [
+                "--params",
+                "1e9",
+                "--tokens",
+                "1e9",
+                "--hardware",
+                "h100-sxm",
+                "--devices",
+                "8",
+                "--mfu",
+                "0.4",
+                "--layers",
+                "24",
+            ],
+            "needs --d-model, --seq-len",
+        ),
         (["--requests-per-day", "100", "--tokens-per-request", "10"], "inference mode needs --from"),
         (["--model", "opt-1.3b", "--tokens", "1e9", "--devices", "8", "--mfu", "0.4"], "needs --hardware"),
         (["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--devices", "8"], "needs a throughput"),
@@ -497,8 +746,10 @@ TRAIN = ["--model", "opt-1.3b", "--tokens", "1e9", "--hardware", "h100-sxm", "--
         ([], "nothing to estimate"),
         (["--devices", "8", "--hours", "2"], "needs --device-power-w"),
         (["--hours", "2", "--device-power-w", "300"], "with --hours needs --devices"),
-        (["--hours", "2", "--device-hours", "9", "--devices", "2", "--device-power-w", "300"],
-         "--hours and --device-hours cannot be used together"),
+        (
+            ["--hours", "2", "--device-hours", "9", "--devices", "2", "--device-power-w", "300"],
+            "--hours and --device-hours cannot be used together",
+        ),
         (["--device-hours", "0", "--device-power-w", "300"], "must be a positive number"),
         (TRAIN + ["--select", "batch_size=8"], "--select picks a point"),
     ],

@@ -6,11 +6,10 @@ import math
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 
 from carbonbench.cli import cli
-from carbonbench.results import load
-from carbonbench.results import summarise
-from conftest import DATA
+from carbonbench.results import load, summarise
 
 RESULTS = DATA / "results"
 
@@ -54,19 +53,31 @@ def test_points_have_one_row_per_point_with_intervals(frame, tmp_path, fmt):
     got = pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out)
     expected = summarise(frame)
     assert len(got) == len(expected)
-    assert {"joules_per_token_mean", "joules_per_token_ci95", "tokens_per_s_std", "n_repeats",
-            "scenario", "device_name", "hostname"} <= set(got.columns)
+    assert {
+        "joules_per_token_mean",
+        "joules_per_token_ci95",
+        "tokens_per_s_std",
+        "n_repeats",
+        "scenario",
+        "device_name",
+        "hostname",
+    } <= set(got.columns)
     assert set(got["device_name"]) == set(frame["device_name"])
     with_spread = got[got["n_repeats"] > 1]
     assert not with_spread.empty and all(math.isfinite(x) and x > 0 for x in with_spread["joules_per_token_ci95"])
-    assert got["joules_per_token_mean"].tolist() == pytest.approx(expected["joules_per_token_mean"].tolist(), nan_ok=True)
+    assert got["joules_per_token_mean"].tolist() == pytest.approx(
+        expected["joules_per_token_mean"].tolist(), nan_ok=True
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--format", "parquet"], "--format parquet writes a binary file: give it with -o FILE.parquet"),
-    (["--format", "parquet", "-o", "x.csv"], "-o x.csv: the suffix says csv but --format is parquet"),
-    (["--what", "everything"], "Invalid value for '--what'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "parquet"], "--format parquet writes a binary file: give it with -o FILE.parquet"),
+        (["--format", "parquet", "-o", "x.csv"], "-o x.csv: the suffix says csv but --format is parquet"),
+        (["--what", "everything"], "Invalid value for '--what'"),
+    ],
+)
 def test_bad_export_arguments_are_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = export(RESULTS, *args)

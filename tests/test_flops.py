@@ -25,8 +25,16 @@ from carbonbench.workloads import Decode, Inputs, Prefill, Train
 # The shape features of opt-125m (pre-LN) and of opt-350m (post-LN, 16-wide embeddings
 # projected in and out of the 32-wide layers, no final norm), at test size.
 PRE = Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=128, vocab_size=300, max_positions=64)
-POST = Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=128, vocab_size=300, max_positions=64,
-                    word_embed_proj_dim=16, layer_norm="post")
+POST = Architecture(
+    n_layers=2,
+    n_heads=4,
+    d_model=32,
+    ffn_dim=128,
+    vocab_size=300,
+    max_positions=64,
+    word_embed_proj_dim=16,
+    layer_norm="post",
+)
 ARCHS = pytest.mark.parametrize("arch", [PRE, POST], ids=["pre-LN", "post-LN+projections"])
 
 ENGINES = {
@@ -51,8 +59,19 @@ def _load(engine_name: str, arch: Architecture, tmp_path):
     if config.name == "transformers":
         pytest.importorskip("transformers")
     card = tmp_path / "card.yaml"
-    fields = {k: getattr(arch, k) for k in ("n_layers", "n_heads", "d_model", "ffn_dim", "vocab_size",
-                                            "max_positions", "word_embed_proj_dim", "layer_norm")}
+    fields = {
+        k: getattr(arch, k)
+        for k in (
+            "n_layers",
+            "n_heads",
+            "d_model",
+            "ffn_dim",
+            "vocab_size",
+            "max_positions",
+            "word_embed_proj_dim",
+            "layer_norm",
+        )
+    }
     card.write_text(yaml.safe_dump({"name": "flops-test", "description": "test", "architecture": fields}))
     engine = make_engine(config, "cpu")
     return engine, engine.load(ModelEntry.of(str(card)), "cpu", torch.float32, 0)
@@ -68,6 +87,7 @@ def _close(analytic: float, measured: int) -> bool:
 
 # ---- prefill and decode -------------------------------------------------------------------
 
+
 @ARCHS
 @pytest.mark.parametrize("engine_name", list(ENGINES))
 def test_prefill_workload_matches_the_counter(engine_name, arch, tmp_path):
@@ -81,7 +101,8 @@ def test_prefill_workload_matches_the_counter(engine_name, arch, tmp_path):
     # prompt position out of opt-350m's layers before keeping the last one.
     assert work.model_flops_per_step <= work.hardware_flops_per_step
     assert (work.model_flops_per_step == work.hardware_flops_per_step) == (
-        engine.name == "native" or not arch.projects_embeddings)
+        engine.name == "native" or not arch.projects_embeddings
+    )
 
 
 @ARCHS
@@ -95,7 +116,7 @@ def test_decode_steps_match_the_counter_at_several_cache_lengths(engine_name, ar
     token = torch.randint(4, 300, (B, 1))
     buffer = getattr(engine.config, "static_cache", False) and engine.name == "transformers"
     for pos in range(prompt, prompt + new - 1):  # caches of 7 to 13 filled slots
-        measured = counted(lambda: engine.decode_step(model, token, cache, pos))
+        measured = counted(lambda pos=pos: engine.decode_step(model, token, cache, pos))
         keys = prompt + new if buffer else pos + 1
         assert _close(flops.forward(arch, B, 1, keys, head=1), measured), (pos, measured)
 
@@ -126,20 +147,31 @@ def test_the_fixed_shape_decode_step_scores_the_whole_static_cache(arch, tmp_pat
     engine.prefill(model, synthetic_prompts(B, prompt, 300, seed=0), cache)
     step, token = engine.step_fn(), torch.randint(4, 300, (B, 1))
     with torch.inference_mode():
-        per_step = [counted(lambda: step(model, token, cache, torch.tensor([pos])))
-                    for pos in range(prompt, prompt + new - 1)]
+        per_step = [
+            counted(lambda pos=pos: step(model, token, cache, torch.tensor([pos])))
+            for pos in range(prompt, prompt + new - 1)
+        ]
     assert all(_close(flops.forward(arch, B, 1, prompt + new, head=1), m) for m in per_step), per_step
 
     compiling = make_engine(EngineConfig(compile=True), "cpu")  # built, never run here
-    work = Decode(model, Point("m", "decode", B, prompt_tokens=prompt, new_tokens=new), _inputs(B, prompt),
-                  lambda: None, engine=compiling)
-    prefill_measured = counted(lambda: engine.prefill(model, synthetic_prompts(B, prompt, 300, seed=0),
-                                                      engine.new_cache(model, B, prompt + new)))
+    work = Decode(
+        model,
+        Point("m", "decode", B, prompt_tokens=prompt, new_tokens=new),
+        _inputs(B, prompt),
+        lambda: None,
+        engine=compiling,
+    )
+    prefill_measured = counted(
+        lambda: engine.prefill(
+            model, synthetic_prompts(B, prompt, 300, seed=0), engine.new_cache(model, B, prompt + new)
+        )
+    )
     assert _close(work.hardware_flops_per_step, prefill_measured + sum(per_step))
     assert work.model_flops_per_step < work.hardware_flops_per_step  # the empty slots are waste
 
 
 # ---- training -----------------------------------------------------------------------------
+
 
 @ARCHS
 @pytest.mark.parametrize("recompute", [False, True], ids=["no-checkpointing", "checkpointing"])
@@ -149,8 +181,16 @@ def test_train_step_matches_the_counter(engine_name, recompute, arch, tmp_path):
     without PyTorch's non-reentrant checkpointing of the decoder layers."""
     engine, model = _load(engine_name, arch, tmp_path)
     B, T = 2, 16
-    work = Train(model, Point("m", "train", B, seq_len=T), _inputs(B, T), lambda: None,
-                 lr=1e-3, autocast_dtype=None, recompute=recompute, engine=engine)
+    work = Train(
+        model,
+        Point("m", "train", B, seq_len=T),
+        _inputs(B, T),
+        lambda: None,
+        lr=1e-3,
+        autocast_dtype=None,
+        recompute=recompute,
+        engine=engine,
+    )
     measured = counted(work.step)
     assert _close(work.hardware_flops_per_step, measured), (work.hardware_flops_per_step, measured)
     assert work.model_flops_per_step == pytest.approx(3 * flops.forward(arch, B, T, T, head=T))
@@ -183,6 +223,7 @@ def test_real_sizes_on_the_meta_device(name, seq):
 
 
 # ---- model FLOPs against the published formulas -------------------------------------------
+
 
 def test_model_flops_are_megatrons_formula_for_opt_175b():
     """A 4d FFN, no embedding projections: the Megatron-LM appendix's count exactly."""
@@ -224,8 +265,9 @@ def test_job_from_params_agrees_with_the_architecture_for_opt_175b():
     card = find_card("opt-175b")
     arch = card.architecture
     by_arch = flops.job_from_architecture(arch, 300e9, 2048, recompute_layers=True)
-    by_params = flops.job_from_params(card.param_count(), arch.n_layers, arch.d_model, 2048, 300e9,
-                                      recompute_layers=True)
+    by_params = flops.job_from_params(
+        card.param_count(), arch.n_layers, arch.d_model, 2048, 300e9, recompute_layers=True
+    )
     assert by_params.model == pytest.approx(by_arch.model, rel=3e-4)
     assert by_params.hardware == pytest.approx(by_arch.hardware, rel=3e-4)
     no_recompute = flops.job_from_params(card.param_count(), arch.n_layers, arch.d_model, 2048, 300e9, False)

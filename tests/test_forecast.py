@@ -1,8 +1,8 @@
 import torch
+from conftest import ROOT
 
 from carbonbench import scenario as sc
 from carbonbench.forecast import Forecast, plan, probe_flops, sweep_forecast
-from conftest import ROOT
 
 
 def test_opt_1_3b_training_on_a_cpu_is_flagged_as_hours():

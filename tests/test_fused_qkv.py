@@ -19,8 +19,16 @@ from carbonbench.workloads import Inputs, Train
 VOCAB, PROMPT, NEW = 300, 10, 8
 ARCHS = {
     "pre-LN": Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=VOCAB, max_positions=64),
-    "post-LN": Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=VOCAB, max_positions=64,
-                            word_embed_proj_dim=16, layer_norm="post"),  # the 350m layout
+    "post-LN": Architecture(
+        n_layers=2,
+        n_heads=4,
+        d_model=32,
+        ffn_dim=64,
+        vocab_size=VOCAB,
+        max_positions=64,
+        word_embed_proj_dim=16,
+        layer_norm="post",
+    ),  # the 350m layout
 }
 
 
@@ -122,8 +130,9 @@ def test_engine_training_with_fused_adamw_updates_the_fused_weight():
     for fused in (False, True):
         engine = make_engine(EngineConfig(fused_qkv=fused), "cpu")
         model = engine.load(ModelEntry.of("opt-tiny"), "cpu", torch.float32, seed=0)
-        train = Train(model, point, Inputs(ids), lambda: None, lr=LR, autocast_dtype=None, recompute=fused,
-                      engine=engine)
+        train = Train(
+            model, point, Inputs(ids), lambda: None, lr=LR, autocast_dtype=None, recompute=fused, engine=engine
+        )
         assert train.optimizer.defaults["fused"] is True
         steps = []
         for _ in range(3):
@@ -206,7 +215,9 @@ def test_fused_qkv_with_transformers_is_a_config_error(tiny_scenario):
 
 def test_the_run_records_fused_qkv_as_in_effect(tiny_scenario, tmp_path):
     path = tiny_scenario("engine: {fused_qkv: false}\n")
-    path.write_text(path.read_text().replace("  prefill: {prompt_tokens: [16]}\n", "").replace("  train: {seq_len: [16]}\n", ""))
+    path.write_text(
+        path.read_text().replace("  prefill: {prompt_tokens: [16]}\n", "").replace("  train: {seq_len: [16]}\n", "")
+    )
     outcome = Runner(sc.load(path), tmp_path / "out").run()
     assert [p.status for p in outcome.run.points] == ["ok"]
     assert outcome.run.engine["options"]["fused_qkv"] is False

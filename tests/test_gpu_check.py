@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
+from test_meters_nvml import FakeGpu, make_fake_nvml
 
 from carbonbench.cli import cli
 from carbonbench.meters import nvml, nvml_facts
 from carbonbench.meters.nvml import NvmlMeter
-from conftest import ROOT
-from test_meters_nvml import FakeGpu, make_fake_nvml
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 # What comes back from the device tool and what a committed reference holds: at most 8
@@ -44,8 +44,13 @@ gpu_check = _load_script()
 
 def run_check(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, dict, Path]:
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--work", str(tmp_path / "work"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--work", str(tmp_path / "work"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
     summary = json.loads((out / "summary.json").read_text())
     return proc, summary, out
 
@@ -63,7 +68,9 @@ def test_the_dry_run_runs_every_step(dry_run):
     proc, summary, out, seconds = dry_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [s["name"] for s in summary["steps"]] == list(gpu_check.STEPS)
-    assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "ok" for name in gpu_check.STEPS}, summary["steps"]
+    assert {s["name"]: s["status"] for s in summary["steps"]} == {name: "ok" for name in gpu_check.STEPS}, summary[
+        "steps"
+    ]
     assert summary["status"] == "complete" and summary["dry_run"] is True and summary["gpu_slug"] == "dry-run"
     print(f"dry run: {summary['elapsed_s']} s in the script, {seconds:.1f} s in all")
 
@@ -78,9 +85,15 @@ def test_the_output_is_one_flat_folder_the_device_tool_returns_whole(dry_run):
         names = tar.getnames()
     runs = [n for n in names if n.startswith("gpu-check/runs/") and n.endswith(".json")]
     assert len(runs) == 2  # one run file per engine
-    for expected in ("gpu-check/nvml.json", "gpu-check/nvml-timeline.csv", "gpu-check/roofline.json",
-                     "gpu-check/scenarios/gpu-check-native.yaml", "gpu-check/scenarios/gpu-check-transformers.yaml",
-                     "gpu-check/logs/run-native.log", "gpu-check/env.json"):
+    for expected in (
+        "gpu-check/nvml.json",
+        "gpu-check/nvml-timeline.csv",
+        "gpu-check/roofline.json",
+        "gpu-check/scenarios/gpu-check-native.yaml",
+        "gpu-check/scenarios/gpu-check-transformers.yaml",
+        "gpu-check/logs/run-native.log",
+        "gpu-check/env.json",
+    ):
         assert expected in names
 
 
@@ -157,8 +170,12 @@ def test_a_tiny_budget_skips_later_steps_with_notes_and_still_writes_a_valid_sum
 
 def test_a_step_is_skipped_when_its_estimate_does_not_fit_and_a_broken_one_does_not_stop_the_rest(tmp_path):
     now = [0.0]
-    check = gpu_check.Check(gpu_check.parse(["--dry-run", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"),
-                                             "--budget-s", "100"]), [])
+    check = gpu_check.Check(
+        gpu_check.parse(
+            ["--dry-run", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"), "--budget-s", "100"]
+        ),
+        [],
+    )
     check.budget = gpu_check.Budget(100, reserve_s=10, clock=lambda: now[0])
     ran = []
 
@@ -167,6 +184,7 @@ def test_a_step_is_skipped_when_its_estimate_does_not_fit_and_a_broken_one_does_
             ran.append(name)
             now[0] += seconds
             return {}
+
         return fn
 
     def broken():
@@ -182,7 +200,9 @@ def test_a_step_is_skipped_when_its_estimate_does_not_fit_and_a_broken_one_does_
     assert steps["b"]["status"] == "skipped" and "needs ~40 s, 30 s of the 100 s budget left" in steps["b"]["note"]
     assert steps["c"]["status"] == "failed" and "RuntimeError: boom" in steps["c"]["note"]
     assert steps["d"]["status"] == "ok"
-    assert json.loads((tmp_path / "o" / "summary.json").read_text())["steps"][-1]["name"] == "d"  # saved after each step
+    assert (
+        json.loads((tmp_path / "o" / "summary.json").read_text())["steps"][-1]["name"] == "d"
+    )  # saved after each step
 
 
 def test_budget_counts_the_reserve():
@@ -208,13 +228,25 @@ def test_unknown_steps_are_refused():
 
 # -- missing packages ---------------------------------------------------------------------
 def test_without_codecarbon_plotly_and_transformers_the_check_degrades_with_notes(tmp_path):
-    proc, summary, out = run_check(tmp_path, "--budget-s", CI_BUDGET_S, "--without", "codecarbon", "--without", "plotly",
-                                   "--without", "transformers")
+    proc, summary, out = run_check(
+        tmp_path,
+        "--budget-s",
+        CI_BUDGET_S,
+        "--without",
+        "codecarbon",
+        "--without",
+        "plotly",
+        "--without",
+        "transformers",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = {s["name"]: s for s in summary["steps"]}
     assert steps["run-native"]["status"] == "ok"
-    assert steps["run-transformers"] == {**steps["run-transformers"], "status": "skipped",
-                                         "note": "transformers is not installed here"}
+    assert steps["run-transformers"] == {
+        **steps["run-transformers"],
+        "status": "skipped",
+        "note": "transformers is not installed here",
+    }
     assert steps["report"]["status"] == "skipped" and "plotly is missing" in steps["report"]["note"]
     notes = " ".join(summary["notes"])
     assert "codecarbon is missing" in notes and "sidecar off" in notes and "typed-in grid" in notes
@@ -248,8 +280,14 @@ main()
 
 
 def _without(tmp_path, *args):
-    return subprocess.run([sys.executable, "-c", IMPORT_WITHOUT, *args], capture_output=True, text=True, cwd=tmp_path,
-                          timeout=180, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-c", IMPORT_WITHOUT, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=180,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_carbonbench_imports_and_runs_without_codecarbon_and_plotly(tmp_path):
@@ -269,7 +307,10 @@ def test_carbonbench_imports_and_runs_without_codecarbon_and_plotly(tmp_path):
     assert any("codecarbon" in e for e in record["codecarbon_meter"]["errors"])  # said, not hidden
     report = _without(tmp_path, "report", str(tmp_path / "r"), "-o", str(tmp_path / "r.html"))
     assert report.returncode == 2
-    assert report.stderr.strip().splitlines()[-1] == "Error: the HTML report needs plotly, which is not installed: pip install plotly"
+    assert (
+        report.stderr.strip().splitlines()[-1]
+        == "Error: the HTML report needs plotly, which is not installed: pip install plotly"
+    )
 
 
 # -- NVML facts ---------------------------------------------------------------------------
@@ -304,7 +345,11 @@ def test_env_shows_the_nvml_facts(monkeypatch):
     info = json.loads(runner.invoke(cli, ["env", "--device", "cpu", "--format", "json"]).stdout)
     (dev,) = info["nvml"]["devices"]
     assert dev["energy_counter"] and dev["power_instant_field"] and dev["mig_mode"] == "disabled"
-    assert dev["power_limit_default_w"] == 700.0 and dev["power_limit_min_w"] == 200.0 and dev["compute_capability"] == "9.0"
+    assert (
+        dev["power_limit_default_w"] == 700.0
+        and dev["power_limit_min_w"] == 200.0
+        and dev["compute_capability"] == "9.0"
+    )
     assert info["nvml"]["cuda_driver_version"] == "13.0"
     text = runner.invoke(cli, ["env", "--device", "cpu"]).output
     assert "energy counter yes, instantaneous power field" in text and "MIG disabled" in text
@@ -327,13 +372,16 @@ def test_the_fake_counter_moves_in_100_ms_steps_like_the_real_one():
     assert 2 <= len(reads) <= 4  # about one new value per 100 ms
 
 
-@pytest.mark.parametrize("name, slug", [
-    ("NVIDIA H100 80GB HBM3", "h100-80gb-hbm3"),
-    ("NVIDIA H200", "h200"),
-    ("Tesla V100-SXM2-32GB", "v100-sxm2-32gb"),
-    ("NVIDIA GeForce RTX 4090", "rtx-4090"),
-    (None, "unknown-gpu"),
-])
+@pytest.mark.parametrize(
+    "name, slug",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-80gb-hbm3"),
+        ("NVIDIA H200", "h200"),
+        ("Tesla V100-SXM2-32GB", "v100-sxm2-32gb"),
+        ("NVIDIA GeForce RTX 4090", "rtx-4090"),
+        (None, "unknown-gpu"),
+    ],
+)
 def test_gpu_slugs_name_the_reference_folder(name, slug):
     assert gpu_check.gpu_slug(name) == slug
 
@@ -353,13 +401,18 @@ def test_window_summary_per_length():
 def test_the_gpu_scenarios_are_opt_1_3b_on_cuda_for_each_engine(tmp_path, engine, without):
     from carbonbench import scenario as sc
 
-    check = gpu_check.Check(gpu_check.parse(["--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"), *without]), [])
+    check = gpu_check.Check(
+        gpu_check.parse(["--out", str(tmp_path / "o"), "--work", str(tmp_path / "w"), *without]), []
+    )
     check.packages = gpu_check.probe_packages(check.without)
     s = sc.load(check.scenario_for(engine))
     assert s.device == "cuda" and s.engine.name == engine and not s.engine.compile and not s.engine.cuda_graphs
     assert [p.key for p in sc.expand(s)] == [
-        "opt-1.3b/prefill/b1/p512", "opt-1.3b/prefill/b16/p512",
-        "opt-1.3b/decode/b1/p128-n128", "opt-1.3b/decode/b16/p128-n128", "opt-1.3b/train/b8/s2048",
+        "opt-1.3b/prefill/b1/p512",
+        "opt-1.3b/prefill/b16/p512",
+        "opt-1.3b/decode/b1/p128-n128",
+        "opt-1.3b/decode/b16/p128-n128",
+        "opt-1.3b/train/b8/s2048",
     ]
     m = s.measurement
     assert m.min_seconds >= 2.0 and m.warmup_steps == 1 and m.repeats == 2  # --quick's shape, NVML-sized windows
@@ -371,8 +424,22 @@ def test_sigterm_stops_the_check_and_keeps_what_finished(tmp_path):
     import signal
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--work", str(tmp_path / "w"),
-                             "--budget-s", CI_BUDGET_S], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--dry-run",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "w"),
+            "--budget-s",
+            CI_BUDGET_S,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the env step is recorded
         try:
@@ -399,7 +466,7 @@ def test_the_wheel_list_names_each_package_once_within_the_projects_bounds():
     from packaging.requirements import Requirement
 
     text = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
-    block = text[text.index("WHEELS=(") + len("WHEELS=("):]
+    block = text[text.index("WHEELS=(") + len("WHEELS=(") :]
     pins = [line.strip() for line in block[: block.index(")")].splitlines() if line.strip()]
     names = [re.sub(r"[-_.]+", "-", p.split("==")[0]).lower() for p in pins]
     assert len(names) == len(set(names)) and all("==" in p for p in pins)  # two versions of one stop pip's install

@@ -42,8 +42,17 @@ def test_match_device_by_nvml_name(nvml_name, expected):
 @pytest.mark.parametrize(
     "nvml_name",
     # Different TDP or peak from the table rows, so they must not borrow them.
-    ["NVIDIA A100-PCIE-40GB", "NVIDIA A100 80GB PCIe", "NVIDIA H100 NVL", "NVIDIA H200 NVL",
-     "Tesla V100-PCIE-16GB", "Intel(R) Xeon(R) Platinum 8480+", "", None, float("nan")],
+    [
+        "NVIDIA A100-PCIE-40GB",
+        "NVIDIA A100 80GB PCIe",
+        "NVIDIA H100 NVL",
+        "NVIDIA H200 NVL",
+        "Tesla V100-PCIE-16GB",
+        "Intel(R) Xeon(R) Platinum 8480+",
+        "",
+        None,
+        float("nan"),
+    ],
 )
 def test_unmatched_devices_get_none(nvml_name):
     assert match_device(nvml_name) is None
@@ -122,14 +131,24 @@ def test_user_entries_add_and_override(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "body, needle",
     [
-        ("hardware:\n  - {name: x, tdp_w: 0, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1}",
-         "hardware[0].tdp_w"),
-        ("hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, tdp: 3}",
-         "unknown key"),
-        ("hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, "
-         "embodied_kgco2e: 100}", "embodied_source"),
-        ("hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, "
-         "nvml_names: ['(']}", "regular expression"),
+        (
+            "hardware:\n  - {name: x, tdp_w: 0, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1}",
+            "hardware[0].tdp_w",
+        ),
+        (
+            "hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, tdp: 3}",
+            "unknown key",
+        ),
+        (
+            "hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, "
+            "embodied_kgco2e: 100}",
+            "embodied_source",
+        ),
+        (
+            "hardware:\n  - {name: x, tdp_w: 1, memory_gb: 1, peak_bf16_tflops: 1, memory_bandwidth_gb_per_s: 1, "
+            "nvml_names: ['(']}",
+            "regular expression",
+        ),
     ],
 )
 def test_bad_user_file_is_a_config_error(tmp_path, body, needle):

@@ -34,18 +34,21 @@ class Steady(Meter):
         return None
 
     def end(self, snapshot, start_unix_s, end_unix_s):
-        return [ComponentEnergy(self.component, self.kind, self.power_w * (end_unix_s - start_unix_s), "counter",
-                                self.name)]
+        return [
+            ComponentEnergy(self.component, self.kind, self.power_w * (end_unix_s - start_unix_s), "counter", self.name)
+        ]
 
 
 @pytest.fixture
 def spinner():
     """Another program keeping one core busy: not a child of this process (double fork),
     so it is a neighbour, as on a shared host."""
-    code = ("import os, subprocess, sys\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True,\n"
-            "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-            "print(p.pid, flush=True)\n")
+    code = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'while True: pass'], start_new_session=True,\n"
+        "                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     pid = int(out.stdout.split()[0])
     time.sleep(0.3)  # let it start spinning
@@ -60,8 +63,11 @@ def test_a_total_missing_a_component_is_flagged_partial_and_names_it(tiny_scenar
         time.sleep(0.01)
     assert w.measurement.missing == ("gpu",) and "partial" in w.measurement.flags
 
-    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out",
-                     meters=MeterSet([NullMeter("gpu", "NVML not available"), Steady("cpu", "cpu", 20.0)])).run()
+    outcome = Runner(
+        sc.load(tiny_scenario()),
+        tmp_path / "out",
+        meters=MeterSet([NullMeter("gpu", "NVML not available"), Steady("cpu", "cpu", 20.0)]),
+    ).run()
     df = results.load([outcome.path])
     assert set(df["energy_missing"]) == {"gpu"}
     assert all("partial" in f.split(",") for f in df["flags"])
@@ -72,8 +78,11 @@ def test_a_total_missing_a_component_is_flagged_partial_and_names_it(tiny_scenar
 def test_the_run_summary_table_marks_a_partial_total(tiny_scenario, tmp_path, monkeypatch):
     from carbonbench.cli import run as run_cli
 
-    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out",
-                     meters=MeterSet([NullMeter("gpu", "none"), Steady("cpu", "cpu", 20.0)])).run()
+    outcome = Runner(
+        sc.load(tiny_scenario()),
+        tmp_path / "out",
+        meters=MeterSet([NullMeter("gpu", "none"), Steady("cpu", "cpu", 20.0)]),
+    ).run()
     rows = []
     monkeypatch.setattr(run_cli, "print_table", lambda header, table: rows.extend(table))
     run_cli._summary(outcome.run)
@@ -144,7 +153,9 @@ def test_random_weights_are_recorded_and_the_report_says_what_that_means(tiny_sc
 
 
 def test_no_text_claims_energy_is_independent_of_the_weights():
-    texts = [p for p in (ROOT / "carbonbench").rglob("*.py")] + [ROOT / "README.md"] + list((ROOT / "docs").glob("*.md"))
+    texts = (
+        [p for p in (ROOT / "carbonbench").rglob("*.py")] + [ROOT / "README.md"] + list((ROOT / "docs").glob("*.md"))
+    )
     for path in texts:
         text = " ".join(path.read_text().split())
         assert "does not depend on the weight values" not in text, path

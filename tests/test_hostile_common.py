@@ -23,15 +23,17 @@ from typing import Any, Optional
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA, ROOT
 
 from carbonbench.cli import cli
-from conftest import DATA, ROOT
 
 HOSTILE = DATA / "hostile"
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 DEADLINE_S = 20  # far above any case's real time; only a hang reaches it
-MEASURE = ("measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, idle_baseline_s: 0, "
-           "codecarbon: false}\n")
+MEASURE = (
+    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, idle_baseline_s: 0, "
+    "codecarbon: false}\n"
+)
 # Anything a terminal would act on: C0 and C1 controls but newline, and the bidi overrides.
 CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 NAN_WORD = re.compile(r"(?<![\w.])(nan|inf|-inf|infinity)(?![\w.])", re.IGNORECASE)
@@ -78,8 +80,15 @@ def invoke_subprocess(args: list[Any], env: Optional[dict] = None, seconds: int 
     that pytest would otherwise capture); killed after ``seconds``."""
     full_env = {**os.environ, **(env or {})}
     try:
-        done = subprocess.run([sys.executable, "-m", "carbonbench", *map(str, args)], capture_output=True,
-                              text=True, errors="replace", timeout=seconds, env=full_env, cwd=ROOT)
+        done = subprocess.run(
+            [sys.executable, "-m", "carbonbench", *map(str, args)],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=seconds,
+            env=full_env,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"HANG: carbonbench {' '.join(map(str, args))}: killed after {seconds} s")
     return Result(done.returncode, done.stdout + done.stderr)
@@ -87,7 +96,8 @@ def invoke_subprocess(args: list[Any], env: Optional[dict] = None, seconds: int 
 
 def assert_no_traceback(result: Result) -> None:
     assert result.exception is None and "Traceback" not in result.output, (
-        f"TRACEBACK: {result.exception!r}\n{result.output[-3000:]}")
+        f"TRACEBACK: {result.exception!r}\n{result.output[-3000:]}"
+    )
 
 
 def assert_safe_text(text: str) -> None:
@@ -213,19 +223,22 @@ def no_energy_run() -> dict:
     run = base_run()
     run["run_id"] = "no-energy-host-20250101T000000Z"
     run["idle"] = None
-    run["meters"] = [{"name": f"null-{k}", "kind": k, "method": "none", "reason": "no meter"} for k in
-                     ("gpu", "cpu", "dram")]
+    run["meters"] = [
+        {"name": f"null-{k}", "kind": k, "method": "none", "reason": "no meter"} for k in ("gpu", "cpu", "dram")
+    ]
     for point in run["points"]:
         point.pop("summary", None)
         for rep in point["repeats"]:
             rep.update(energy_j=None, method="none", energy_method="none", active_energy_j=None, codecarbon=None)
-            rep["components"] = {k: {"kind": k, "energy_j": None, "method": "none", "meter": f"null-{k}"}
-                                 for k in ("gpu", "cpu", "dram")}
+            rep["components"] = {
+                k: {"kind": k, "energy_j": None, "method": "none", "meter": f"null-{k}"} for k in ("gpu", "cpu", "dram")
+            }
     return run
 
 
-def scenario_text(models: str = "[opt-tiny]", workloads: str = "{prefill: {prompt_tokens: [8]}}",
-                  extra: str = "") -> str:
+def scenario_text(
+    models: str = "[opt-tiny]", workloads: str = "{prefill: {prompt_tokens: [8]}}", extra: str = ""
+) -> str:
     return f"name: t\nmodels: {models}\nworkloads: {workloads}\n" + MEASURE + extra
 
 

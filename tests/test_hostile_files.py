@@ -14,11 +14,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_bad_inputs import write_checkpoint
 from test_hostile_common import (
-    assert_ok, assert_refused, base_run, deep_dir, deadline, endless, fifo, invoke, invoke_subprocess, remove_deep,
-    save_run, small_run, sparse, write_deep, write_scenario,
+    assert_ok,
+    assert_refused,
+    base_run,
+    deadline,
+    deep_dir,
+    endless,
+    fifo,
+    invoke,
+    invoke_subprocess,
+    remove_deep,
+    save_run,
+    small_run,
+    sparse,
+    write_deep,
+    write_scenario,
 )
 
 NOT_REGULAR = "not a regular file"
@@ -128,9 +140,11 @@ def test_result_file_given_by_name(kind, tmp_path):
 def test_skip_damaged_passes_over_a_pipe_in_the_results(command, tmp_path):
     good = save_run(tmp_path / "results" / "good.json", small_run())
     fifo(tmp_path / "results" / "pipe.json")
-    args = {"report": ["report", tmp_path / "results", "-o", tmp_path / "r.html"],
-            "compare": ["compare", tmp_path / "results", good],
-            "export": ["export", tmp_path / "results", "-o", tmp_path / "x.csv"]}[command]
+    args = {
+        "report": ["report", tmp_path / "results", "-o", tmp_path / "r.html"],
+        "compare": ["compare", tmp_path / "results", good],
+        "export": ["export", tmp_path / "results", "-o", tmp_path / "x.csv"],
+    }[command]
     out = assert_ok(invoke(args + ["--skip-damaged"]))
     assert "pipe.json" in out and NOT_REGULAR in out  # the warning names what was skipped
 
@@ -212,8 +226,11 @@ def test_hub_cache_files(what, kind, variable, checkpoint, tmp_path):
     if what == "refs/main":
         path.unlink()
     hostile(kind, path)
-    env = ({"HF_HUB_CACHE": str(tmp_path / "home" / "hub"), "HF_HOME": None} if variable == "HF_HUB_CACHE"
-           else {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": None, "HUGGINGFACE_HUB_CACHE": None})
+    env = (
+        {"HF_HUB_CACHE": str(tmp_path / "home" / "hub"), "HF_HOME": None}
+        if variable == "HF_HUB_CACHE"
+        else {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": None, "HUGGINGFACE_HUB_CACHE": None}
+    )
     assert_refused(invoke(["plan", "evil/opt", "--hardware", "a100-80gb"], env=env), path, NOT_REGULAR)
 
 
@@ -240,8 +257,9 @@ def test_hub_cache_with_pipes_for_every_other_repo(checkpoint, tmp_path):
     """The 'did you mean' hint lists the cache without reading any file in it."""
     for name in ("a--b", "c--d"):
         fifo(tmp_path / "hub" / f"models--{name}" / "refs" / "main")
-    result = invoke(["plan", "evil/opt", "--hardware", "a100-80gb"], env={"HF_HUB_CACHE": str(tmp_path / "hub"),
-                                                                          "HF_HOME": None})
+    result = invoke(
+        ["plan", "evil/opt", "--hardware", "a100-80gb"], env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": None}
+    )
     assert_refused(result, "evil/opt", "not in the Hugging Face cache")
 
 

@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from test_bad_inputs import CONFIG, good_state_dict, write_checkpoint
 from test_hostile_common import assert_ok, assert_refused, endless, fifo, invoke, write_scenario
 
@@ -55,8 +54,14 @@ def test_a_card_too_large_for_the_host_is_an_oom_row_before_it_is_built(no_big_b
 
 def test_a_config_json_too_large_is_checked_without_building_it(no_big_builds, tmp_path):
     ckpt = write_checkpoint(tmp_path / "ckpt")
-    config = {**CONFIG, "num_hidden_layers": 4096, "hidden_size": 65536, "num_attention_heads": 64,
-              "ffn_dim": 262144, "word_embed_proj_dim": 65536}
+    config = {
+        **CONFIG,
+        "num_hidden_layers": 4096,
+        "hidden_size": 65536,
+        "num_attention_heads": 64,
+        "ffn_dim": 262144,
+        "word_embed_proj_dim": 65536,
+    }
     (ckpt / "config.json").write_text(json.dumps(config))
     scenario = write_scenario(tmp_path, models=f"['{ckpt}']")
     assert_refused(invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"]), ckpt, "misshapen")
@@ -74,10 +79,14 @@ def test_opt_load_refuses_a_too_large_model_from_its_numbers(no_big_builds):
 
 def test_points_that_cannot_fit_in_host_memory_are_oom_rows(tmp_path):
     huge = 1 << 20
-    scenario = write_scenario(tmp_path, workloads=(
-        f"{{prefill: {{prompt_tokens: [8], batch_sizes: [1, {huge}]}}, "
-        f"decode: {{prompt_tokens: [8], new_tokens: [2], batch_sizes: [{huge}]}}, "
-        f"train: {{seq_len: [16], batch_sizes: [{huge}]}}}}"))
+    scenario = write_scenario(
+        tmp_path,
+        workloads=(
+            f"{{prefill: {{prompt_tokens: [8], batch_sizes: [1, {huge}]}}, "
+            f"decode: {{prompt_tokens: [8], new_tokens: [2], batch_sizes: [{huge}]}}, "
+            f"train: {{seq_len: [16], batch_sizes: [{huge}]}}}}"
+        ),
+    )
     start = time.perf_counter()
     result = invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"])
     assert_ok(result, code=1)
@@ -160,10 +169,16 @@ def test_checkpoint_file_symlink_pointing_out(name, ckpt, tmp_path):
         assert_refused(invoke(["plan", ckpt, "--hardware", "a100-80gb"]), ckpt / name, OUTSIDE)
 
 
-@pytest.mark.parametrize("shard, why", [
-    (7, "must be a file name"), ({"a": 1}, "must be a file name"), ("", "must be a file name"),
-    (".", "is a directory"), ("sub", "is a directory"),
-])
+@pytest.mark.parametrize(
+    "shard, why",
+    [
+        (7, "must be a file name"),
+        ({"a": 1}, "must be a file name"),
+        ("", "must be a file name"),
+        (".", "is a directory"),
+        ("sub", "is a directory"),
+    ],
+)
 def test_shard_that_is_not_a_file_name(shard, why, ckpt, tmp_path):
     (ckpt / "sub").mkdir()
     index = sharded(ckpt, shard)
@@ -193,7 +208,8 @@ def test_a_checkpoint_reached_through_a_symlink_is_fine(ckpt, tmp_path):
     link.symlink_to(ckpt)
     (ckpt / "model.safetensors").rename(ckpt / "a.safetensors")
     (ckpt / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {name: "a.safetensors" for name in good_state_dict()}}))
+        json.dumps({"weight_map": {name: "a.safetensors" for name in good_state_dict()}})
+    )
     from carbonbench.opt.checkpoint import check_checkpoint
 
     check_checkpoint(link)
@@ -222,6 +238,9 @@ def test_a_malicious_pickle_is_one_line_without_torch_warnings(ckpt, tmp_path):
                 read(ckpt)
         assert [str(w.message) for w in caught] == []
     scenario = write_scenario(tmp_path, models=f"['{ckpt}']")
-    assert_refused(invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"]), ckpt / "pytorch_model.bin",
-                   "weights_only=True refused it")
+    assert_refused(
+        invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"]),
+        ckpt / "pytorch_model.bin",
+        "weights_only=True refused it",
+    )
     assert not (tmp_path / "PWNED").exists()

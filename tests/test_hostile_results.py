@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_hostile_common import (
-    FIXTURE, assert_ok, assert_refused, assert_safe_text, base_run, html_text, invoke, no_energy_run, save_run,
+    FIXTURE,
+    assert_ok,
+    assert_refused,
+    assert_safe_text,
+    base_run,
+    html_text,
+    invoke,
+    no_energy_run,
+    save_run,
     small_run,
 )
 
@@ -86,8 +93,19 @@ def readers(path: Path, tmp_path: Path) -> dict[str, list]:
         "report": ["report", path, "-o", tmp_path / "r.html"],
         "compare": ["compare", path, FIXTURE],
         "export": ["export", path],
-        "estimate": ["estimate", "--from", path, "--select", "model=opt-125m", "--select", "workload=decode",
-                     "--requests-per-day", "1e6", "--tokens-per-request", "500"],
+        "estimate": [
+            "estimate",
+            "--from",
+            path,
+            "--select",
+            "model=opt-125m",
+            "--select",
+            "workload=decode",
+            "--requests-per-day",
+            "1e6",
+            "--tokens-per-request",
+            "500",
+        ],
     }
 
 
@@ -105,8 +123,11 @@ def test_skip_damaged_passes_over_a_nan(reader, tmp_path):
     results = tmp_path / "results"
     save_run(results / "good.json", small_run())
     bad = damaged(results, "energy_nan")
-    args = {"report": ["report", results, "-o", tmp_path / "r.html"], "compare": ["compare", results, FIXTURE],
-            "export": ["export", results, "-o", tmp_path / "x.csv"]}[reader]
+    args = {
+        "report": ["report", results, "-o", tmp_path / "r.html"],
+        "compare": ["compare", results, FIXTURE],
+        "export": ["export", results, "-o", tmp_path / "x.csv"],
+    }[reader]
     assert_refused(invoke(args), bad, "energy_j")
     out = assert_ok(invoke(args + ["--skip-damaged"]))
     assert f"skipped {bad}" in out and "points[0].repeats[0].energy_j" in out
@@ -161,8 +182,19 @@ def test_estimate_from_figures_that_overflow(tmp_path):
     for rep in run["points"][9]["repeats"]:  # opt-125m decode b4
         rep.update(tokens=1e-300, energy_j=1e30)
     path = save_run(tmp_path / "run.json", run)
-    args = ["estimate", "--from", path, "--select", "model=opt-125m", "--select", "workload=decode",
-            "--requests-per-day", "1e15", "--tokens-per-request", "1e9"]
+    args = [
+        "estimate",
+        "--from",
+        path,
+        "--select",
+        "model=opt-125m",
+        "--select",
+        "workload=decode",
+        "--requests-per-day",
+        "1e15",
+        "--tokens-per-request",
+        "1e9",
+    ]
     assert_refused(invoke(args), "comes out as inf")
 
 
@@ -204,8 +236,19 @@ def test_json_output_escapes_control_characters(hostile_text):
 
 
 def test_estimate_neutralises_control_sequences(hostile_text):
-    args = ["estimate", "--from", hostile_text, "--select", "workload=decode", "--select", "batch_size=4",
-            "--requests-per-day", "1e6", "--tokens-per-request", "500"]
+    args = [
+        "estimate",
+        "--from",
+        hostile_text,
+        "--select",
+        "workload=decode",
+        "--select",
+        "batch_size=4",
+        "--requests-per-day",
+        "1e6",
+        "--tokens-per-request",
+        "500",
+    ]
     assert_ok(invoke(args))
 
 
@@ -229,9 +272,14 @@ def test_a_result_file_named_with_control_characters(tmp_path):
 
 def test_report_escapes_hostile_text(tmp_path):
     run = small_run()
-    payloads = {"environment.hostname": "<script>alert(1)</script>", "device.name": '"><img src=x onerror=alert(2)>',
-                "scenario.name": "</title><script>alert(3)</script>", "note": "<iframe src=javascript:alert(4)>",
-                "points[2].error": "<svg onload=alert(5)>", "warnings": ["<b onmouseover=alert(6)>hi</b>"]}
+    payloads = {
+        "environment.hostname": "<script>alert(1)</script>",
+        "device.name": '"><img src=x onerror=alert(2)>',
+        "scenario.name": "</title><script>alert(3)</script>",
+        "note": "<iframe src=javascript:alert(4)>",
+        "points[2].error": "<svg onload=alert(5)>",
+        "warnings": ["<b onmouseover=alert(6)>hi</b>"],
+    }
     for where, text in payloads.items():
         _set(run, where, text)
     run["points"][0]["model"] = "<img src=y onerror=alert(7)>"
@@ -246,29 +294,50 @@ def test_report_escapes_hostile_text(tmp_path):
 
 def test_plan_and_models_neutralise_what_files_say(tmp_path):
     hw = tmp_path / "hw.yaml"
-    hw.write_text('hardware:\n  - {name: evil, description: "\\e]0;owned\\aGPU\\e[2J", memory_gb: 80,\n'
-                  '     peak_bf16_tflops: 300, memory_bandwidth_gb_per_s: 2000, tdp_w: 400, source: "\\e[5mblink"}\n')
+    hw.write_text(
+        'hardware:\n  - {name: evil, description: "\\e]0;owned\\aGPU\\e[2J", memory_gb: 80,\n'
+        '     peak_bf16_tflops: 300, memory_bandwidth_gb_per_s: 2000, tdp_w: 400, source: "\\e[5mblink"}\n'
+    )
     assert_ok(invoke(["plan", "opt-tiny", "--hardware", "evil", "--hardware-file", hw]))
-    args = ["estimate", "--model", "opt-tiny", "--tokens", "1e9", "--hardware", "evil", "--devices", "8",
-            "--mfu", "0.4", "--country", "FRA", "--hardware-file", hw]
+    args = [
+        "estimate",
+        "--model",
+        "opt-tiny",
+        "--tokens",
+        "1e9",
+        "--hardware",
+        "evil",
+        "--devices",
+        "8",
+        "--mfu",
+        "0.4",
+        "--country",
+        "FRA",
+        "--hardware-file",
+        hw,
+    ]
     assert_ok(invoke(args))
     (tmp_path / "cards").mkdir()
     (tmp_path / "cards" / "evil.yaml").write_text(
-        'name: "\\e]52;c;ZXZpbA==\\aevil"\narchitecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32}\n')
+        'name: "\\e]52;c;ZXZpbA==\\aevil"\narchitecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32}\n'
+    )
     out = assert_ok(invoke(["models"], env={"CARBONBENCH_MODEL_DIR": str(tmp_path / "cards")}))
     assert "evil" in out
 
 
 def test_run_summary_table_neutralises_the_model_label(tmp_path):
     card = tmp_path / "evil\x1b[2J.yaml"
-    card.write_text("architecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32, vocab_size: 100, "
-                    "max_positions: 64}\n")
+    card.write_text(
+        "architecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32, vocab_size: 100, max_positions: 64}\n"
+    )
     scenario = tmp_path / "s.yaml"
-    scenario.write_text('name: t\nmodels: ["./evil\\e[2J.yaml"]\nworkloads: {prefill: {prompt_tokens: [8]}}\n'
-                        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
-                        "idle_baseline_s: 0, codecarbon: false}\n")
+    scenario.write_text(
+        'name: t\nmodels: ["./evil\\e[2J.yaml"]\nworkloads: {prefill: {prompt_tokens: [8]}}\n'
+        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
+        "idle_baseline_s: 0, codecarbon: false}\n"
+    )
     result = invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    table = result.output[result.output.index("model "):]
+    table = result.output[result.output.index("model ") :]
     assert_safe_text(table)
     assert "evil\\x1b[2J" in table

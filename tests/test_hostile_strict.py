@@ -15,10 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_bad_inputs import CONFIG, write_checkpoint
 from test_hostile_common import (
-    FIXTURE, HOSTILE, assert_ok, assert_refused, base_run, invoke, save_run, write_scenario,
+    FIXTURE,
+    HOSTILE,
+    assert_ok,
+    assert_refused,
+    base_run,
+    invoke,
+    save_run,
+    write_scenario,
 )
 
 SCENARIOS = sorted((HOSTILE / "scenarios").glob("*.yaml"))
@@ -65,8 +71,21 @@ def test_hardware_file_planned(path):
 
 @pytest.mark.parametrize("path", HARDWARE, ids=[p.stem for p in HARDWARE])
 def test_hardware_file_estimated(path):
-    args = ["estimate", "--model", "opt-tiny", "--tokens", "1e9", "--hardware", "evil", "--devices", "8",
-            "--mfu", "0.4", "--country", "FRA"]
+    args = [
+        "estimate",
+        "--model",
+        "opt-tiny",
+        "--tokens",
+        "1e9",
+        "--hardware",
+        "evil",
+        "--devices",
+        "8",
+        "--mfu",
+        "0.4",
+        "--country",
+        "FRA",
+    ]
     assert_refused(invoke(args, env={"CARBONBENCH_HARDWARE_FILE": str(path)}), path, expected(path))
 
 
@@ -86,11 +105,14 @@ def _dup_text(run: dict, key: str, value, where: str) -> str:
     return text[:i] + f"{json.dumps(key)}: {json.dumps(value)}, " + text[i:]
 
 
-@pytest.mark.parametrize("key, where, path", [
-    ("run_id", '"schema": ', "run_id"),
-    ("energy_j", '"energy_j": ', "points[0].repeats[0]"),
-    ("pue", '"pue": ', "scenario.carbon"),
-])
+@pytest.mark.parametrize(
+    "key, where, path",
+    [
+        ("run_id", '"schema": ', "run_id"),
+        ("energy_j", '"energy_j": ', "points[0].repeats[0]"),
+        ("pue", '"pue": ', "scenario.carbon"),
+    ],
+)
 def test_duplicate_key_in_a_result_file(key, where, path, tmp_path):
     f = save_run(tmp_path / "run.json", None, raw=_dup_text(base_run(), key, "x" if key == "run_id" else 1.0, where))
     for args in (["report", f, "-o", tmp_path / "r.html"], ["compare", f, FIXTURE], ["export", f]):
@@ -106,15 +128,22 @@ def test_duplicate_key_in_config_json(checkpoint, tmp_path):
     ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
     text = json.dumps(CONFIG)
     (ckpt / "config.json").write_text(text[:-1] + ', "num_hidden_layers": 96}')
-    assert_refused(invoke(["plan", ckpt, "--hardware", "a100-80gb"]), ckpt / "config.json",
-                   "duplicate key 'num_hidden_layers'")
+    assert_refused(
+        invoke(["plan", ckpt, "--hardware", "a100-80gb"]), ckpt / "config.json", "duplicate key 'num_hidden_layers'"
+    )
 
 
-@pytest.mark.parametrize("key, value, why", [
-    ("num_hidden_layers", 10**8, "must be <= 4096"), ("hidden_size", 2**40, "must be <= 1048576"),
-    ("vocab_size", 10**12, "must be <= 16777216"), ("max_position_embeddings", 10**400, "is not a positive integer"),
-    ("ffn_dim", 1e300, "is not a positive integer"),
-], ids=["layers", "hidden", "vocab", "positions_400_digits", "ffn_float"])
+@pytest.mark.parametrize(
+    "key, value, why",
+    [
+        ("num_hidden_layers", 10**8, "must be <= 4096"),
+        ("hidden_size", 2**40, "must be <= 1048576"),
+        ("vocab_size", 10**12, "must be <= 16777216"),
+        ("max_position_embeddings", 10**400, "is not a positive integer"),
+        ("ffn_dim", 1e300, "is not a positive integer"),
+    ],
+    ids=["layers", "hidden", "vocab", "positions_400_digits", "ffn_float"],
+)
 def test_config_json_sizes_past_any_model(key, value, why, checkpoint, tmp_path):
     ckpt = shutil.copytree(checkpoint, tmp_path / "ckpt")
     text = json.dumps({**CONFIG, key: "@"}).replace('"@"', str(value) if isinstance(value, int) else "1e300")
@@ -131,7 +160,10 @@ def test_the_cli_ceilings_are_the_cards():
     from carbonbench.opt import card
 
     assert (estimate.MAX_LAYERS, estimate.MAX_WIDTH, estimate.MAX_POSITIONS) == (
-        card.MAX_LAYERS, card.MAX_WIDTH, card.MAX_POSITIONS)
+        card.MAX_LAYERS,
+        card.MAX_WIDTH,
+        card.MAX_POSITIONS,
+    )
 
 
 def test_duplicate_tensor_in_the_shard_index(checkpoint, tmp_path):
@@ -141,23 +173,49 @@ def test_duplicate_tensor_in_the_shard_index(checkpoint, tmp_path):
     text = '{"weight_map": {"%s": "a.safetensors", "%s": "b.safetensors"}}' % (names[0], names[0])
     (ckpt / "model.safetensors.index.json").write_text(text)
     scenario = write_scenario(tmp_path, models=f"['{ckpt}']")
-    assert_refused(invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"]),
-                   ckpt / "model.safetensors.index.json", f"duplicate key '{names[0]}'")
+    assert_refused(
+        invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"]),
+        ckpt / "model.safetensors.index.json",
+        f"duplicate key '{names[0]}'",
+    )
 
 
 def test_duplicate_key_in_a_jsonl_prompt(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"text": "hello", "text": "world"}\n')
     scenario = write_scenario(tmp_path, workloads="{prefill: {prompt_tokens: [8]}, prompts: p.jsonl}")
-    assert_refused(invoke(["run", scenario, "--out", tmp_path / "out"]), tmp_path / "p.jsonl", "line 1",
-                   "duplicate key 'text'")
+    assert_refused(
+        invoke(["run", scenario, "--out", tmp_path / "out"]), tmp_path / "p.jsonl", "line 1", "duplicate key 'text'"
+    )
 
 
 # -- numbers on the command line ------------------------------------------------------------
-TRAIN = ["estimate", "--model", "opt-tiny", "--tokens", "1e9", "--hardware", "a100-80gb", "--devices", "8",
-         "--country", "FRA"]
+TRAIN = [
+    "estimate",
+    "--model",
+    "opt-tiny",
+    "--tokens",
+    "1e9",
+    "--hardware",
+    "a100-80gb",
+    "--devices",
+    "8",
+    "--country",
+    "FRA",
+]
 POWER = ["estimate", "--devices", "8", "--hours", "24", "--device-power-w", "700", "--country", "FRA"]
-INFER = ["estimate", "--from", FIXTURE, "--select", "model=opt-125m", "--select", "workload=decode",
-         "--requests-per-day", "1e6", "--tokens-per-request", "500"]
+INFER = [
+    "estimate",
+    "--from",
+    FIXTURE,
+    "--select",
+    "model=opt-125m",
+    "--select",
+    "workload=decode",
+    "--requests-per-day",
+    "1e6",
+    "--tokens-per-request",
+    "500",
+]
 
 
 def _with(args: list, flag: str, value: str) -> list:
@@ -170,27 +228,71 @@ def _with(args: list, flag: str, value: str) -> list:
 
 
 ESTIMATE_FLAGS = {
-    "params": (["estimate", "--params", "1e300", "--layers", "2", "--d-model", "64", "--seq-len", "16",
-                "--tokens", "1e9", "--hardware", "a100-80gb", "--devices", "8", "--mfu", "0.4"], "--params"),
+    "params": (
+        [
+            "estimate",
+            "--params",
+            "1e300",
+            "--layers",
+            "2",
+            "--d-model",
+            "64",
+            "--seq-len",
+            "16",
+            "--tokens",
+            "1e9",
+            "--hardware",
+            "a100-80gb",
+            "--devices",
+            "8",
+            "--mfu",
+            "0.4",
+        ],
+        "--params",
+    ),
     "tokens": (_with(TRAIN + ["--mfu", "0.4"], "--tokens", "1e300"), "--tokens"),
     "devices": (_with(TRAIN + ["--mfu", "0.4"], "--devices", "1" + "0" * 400), "--devices"),
     "mfu_tiny": (TRAIN + ["--mfu", "1e-300"], "--mfu"),
     "achieved_huge": (TRAIN + ["--achieved-tflops", "1e300"], "--achieved-tflops"),
     "achieved_tiny": (TRAIN + ["--achieved-tflops", "1e-300"], "--achieved-tflops"),
     "seq_len": (TRAIN + ["--mfu", "0.4", "--seq-len", "1" + "0" * 30], "--seq-len"),
-    "layers": (["estimate", "--params", "1e9", "--layers", "1" + "0" * 30, "--d-model", "64", "--seq-len", "16",
-                "--tokens", "1e9", "--hardware", "a100-80gb", "--devices", "8", "--mfu", "0.4"], "--layers"),
+    "layers": (
+        [
+            "estimate",
+            "--params",
+            "1e9",
+            "--layers",
+            "1" + "0" * 30,
+            "--d-model",
+            "64",
+            "--seq-len",
+            "16",
+            "--tokens",
+            "1e9",
+            "--hardware",
+            "a100-80gb",
+            "--devices",
+            "8",
+            "--mfu",
+            "0.4",
+        ],
+        "--layers",
+    ),
     "hours": (_with(POWER, "--hours", "1e300"), "--hours"),
-    "device_hours": (["estimate", "--device-hours", "1e308", "--device-power-w", "700", "--country", "FRA"],
-                     "--device-hours"),
+    "device_hours": (
+        ["estimate", "--device-hours", "1e308", "--device-power-w", "700", "--country", "FRA"],
+        "--device-hours",
+    ),
     "power": (_with(POWER, "--device-power-w", "1e300"), "--device-power-w"),
     "host_power": (POWER + ["--host-w-per-device", "1e300"], "--host-w-per-device"),
     "grid": (POWER[:-2] + ["--grid-g-per-kwh", "1e300"], "--grid-g-per-kwh"),
     "pue": (POWER + ["--pue", "1e300"], "--pue"),
     "price": (POWER + ["--usd-per-kwh", "1e300"], "--usd-per-kwh"),
     "rental": (POWER + ["--usd-per-device-hour", "1e300"], "--usd-per-device-hour"),
-    "embodied": (POWER + ["--hardware", "a100-80gb", "--embodied-kgco2e", "1e300", "--embodied-source", "x"],
-                 "--embodied-kgco2e"),
+    "embodied": (
+        POWER + ["--hardware", "a100-80gb", "--embodied-kgco2e", "1e300", "--embodied-source", "x"],
+        "--embodied-kgco2e",
+    ),
     "lifetime": (POWER + ["--hardware", "a100-80gb", "--embodied", "--lifetime-years", "1e-300"], "--lifetime-years"),
     "utilisation": (POWER + ["--hardware", "a100-80gb", "--embodied", "--utilisation", "1e-300"], "--utilisation"),
     "requests": (_with(INFER, "--requests-per-day", "1e300"), "--requests-per-day"),
@@ -206,10 +308,39 @@ def test_estimate_number_out_of_range(case):
 
 def test_estimate_at_the_edge_of_every_range_stays_finite():
     """The largest inputs each flag takes, together: big figures, never inf or NaN."""
-    args = ["estimate", "--params", "1e15", "--layers", "4096", "--d-model", "1048576", "--seq-len", "16777216",
-            "--tokens", "1e18", "--hardware", "a100-80gb", "--devices", "1", "--achieved-tflops", "0.000001",
-            "--grid-g-per-kwh", "100000", "--pue", "100", "--usd-per-kwh", "10000", "--usd-per-device-hour", "1e6",
-            "--host-w-per-device", "1e6", "--device-power-w", "1e6", "--format", "json"]
+    args = [
+        "estimate",
+        "--params",
+        "1e15",
+        "--layers",
+        "4096",
+        "--d-model",
+        "1048576",
+        "--seq-len",
+        "16777216",
+        "--tokens",
+        "1e18",
+        "--hardware",
+        "a100-80gb",
+        "--devices",
+        "1",
+        "--achieved-tflops",
+        "0.000001",
+        "--grid-g-per-kwh",
+        "100000",
+        "--pue",
+        "100",
+        "--usd-per-kwh",
+        "10000",
+        "--usd-per-device-hour",
+        "1e6",
+        "--host-w-per-device",
+        "1e6",
+        "--device-power-w",
+        "1e6",
+        "--format",
+        "json",
+    ]
     estimate = json.loads(assert_ok(invoke(args)))
     for key in ("model_flops", "hardware_flops", "wall_days", "device_hours", "energy_mwh", "co2e_t", "cost_usd"):
         assert isinstance(estimate[key], float) and estimate[key] > 0, (key, estimate[key])
@@ -228,5 +359,6 @@ def test_plan_with_no_usable_memory(tmp_path):
 
 
 def test_plan_at_the_largest_sizes_stays_finite(tmp_path):
-    assert_ok(invoke(["plan", "opt-tiny", "--hardware", "a100-80gb", "--batch-size", "16777216",
-                      "--seq-len", "16777216"]))
+    assert_ok(
+        invoke(["plan", "opt-tiny", "--hardware", "a100-80gb", "--batch-size", "16777216", "--seq-len", "16777216"])
+    )

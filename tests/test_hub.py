@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_no_network import no_network  # noqa: F401  (a fixture)
 
 import carbonbench.opt as opt
 from carbonbench import scenario as sc
 from carbonbench.cli import cli
 from carbonbench.errors import ConfigError
 from carbonbench.opt.hub import cache_dir, card_for, is_hub_id
-from test_no_network import no_network  # noqa: F401  (a fixture)
 
 transformers = pytest.importorskip("transformers")
 
@@ -33,8 +33,14 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture(scope="module")
 def hf_model():
-    config = transformers.OPTConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                                    num_attention_heads=4, max_position_embeddings=64)
+    config = transformers.OPTConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     return transformers.OPTForCausalLM(config).eval()
 
@@ -72,12 +78,25 @@ def same_weights(model, hf_model) -> bool:
     return all(torch.equal(t, expected[name]) for name, t in model.state_dict().items())
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("facebook/opt-1.3b", True), ("testorg/opt-tiny", True), ("org_1/model.v2", True),
-    ("opt-125m", False), ("./facebook/opt-1.3b", False), ("/abs/path", False), ("a/b/c", False),
-    ("facebook/opt-1.3b.yaml", False), ("facebook/opt--x", False), ("facebook/x..y", False),
-    ("facebook/", False), ("~/models", False), ("facebook/opt 1.3b", False), ("facebook/.hidden", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("facebook/opt-1.3b", True),
+        ("testorg/opt-tiny", True),
+        ("org_1/model.v2", True),
+        ("opt-125m", False),
+        ("./facebook/opt-1.3b", False),
+        ("/abs/path", False),
+        ("a/b/c", False),
+        ("facebook/opt-1.3b.yaml", False),
+        ("facebook/opt--x", False),
+        ("facebook/x..y", False),
+        ("facebook/", False),
+        ("~/models", False),
+        ("facebook/opt 1.3b", False),
+        ("facebook/.hidden", False),
+    ],
+)
 def test_what_counts_as_a_hub_id(text, expected):
     assert is_hub_id(text) is expected
 
@@ -99,15 +118,31 @@ def test_hf_home_is_respected(tmp_path, monkeypatch, hf_model):
     assert same_weights(opt.load(REPO), hf_model)
 
 
-@pytest.mark.parametrize("env", [
-    {}, {"HF_HOME": "/x/home"}, {"HF_HUB_CACHE": "/y/hub"}, {"HF_HOME": "/x/home", "HF_HUB_CACHE": "/y/hub"},
-    {"HUGGINGFACE_HUB_CACHE": "/z/legacy"}, {"XDG_CACHE_HOME": "/w/xdg"}, {"HF_HOME": "~/hf"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"HF_HOME": "/x/home"},
+        {"HF_HUB_CACHE": "/y/hub"},
+        {"HF_HOME": "/x/home", "HF_HUB_CACHE": "/y/hub"},
+        {"HUGGINGFACE_HUB_CACHE": "/z/legacy"},
+        {"XDG_CACHE_HOME": "/w/xdg"},
+        {"HF_HOME": "~/hf"},
+    ],
+)
 def test_cache_dir_agrees_with_huggingface_hub(env, monkeypatch):
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME")}
-    theirs = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_CACHE)"],
-                            env={**clean, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME")
+    }
+    theirs = subprocess.run(
+        [sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_CACHE)"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     for var in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
@@ -119,9 +154,11 @@ def test_a_scenario_runs_a_cached_model_offline(cache, tmp_path, no_network):
     from carbonbench.runner import Runner
 
     path = tmp_path / "s.yaml"
-    path.write_text(f"name: hub\nmodels: [{REPO}, opt-tiny]\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n"
-                    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
-                    "idle_baseline_s: 0, codecarbon: false}\n")
+    path.write_text(
+        f"name: hub\nmodels: [{REPO}, opt-tiny]\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n"
+        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
+        "idle_baseline_s: 0, codecarbon: false}\n"
+    )
     scenario = sc.load(path)
     assert scenario.models == [REPO, "opt-tiny"]  # the id is kept, so the run file names the weights' source
     outcome = Runner(scenario, tmp_path / "out", device="cpu").run()

@@ -50,7 +50,7 @@ def test_except_exception_cannot_swallow_it():
 
 def test_inductors_isa_probe_no_longer_swallows_it(monkeypatch):
     """The very code that lost the signal: a SIGTERM while inductor builds its probe."""
-    from torch._inductor import cpu_vec_isa, cpp_builder
+    from torch._inductor import cpp_builder, cpu_vec_isa
 
     monkeypatch.setattr(cpp_builder.CppBuilder, "build", lambda self: kill_self())
     monkeypatch.setattr(cpp_builder.CppBuilder, "get_target_file_path", lambda self: "/nonexistent/probe.so")

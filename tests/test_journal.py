@@ -14,6 +14,7 @@ import signal
 
 import pytest
 from click.testing import CliRunner
+from forked_cli import Launcher
 
 from carbonbench import results
 from carbonbench import scenario as sc
@@ -21,24 +22,39 @@ from carbonbench.cli import cli
 from carbonbench.errors import ResultsError
 from carbonbench.records import SCHEMA_VERSION, PointRecord, RunRecord
 from carbonbench.report import load as load_report
-from carbonbench.runfile import (JOURNAL_SUFFIX, RunFile, journal_line, journal_path, lock_path, merge_points,
-                                 read_journal, read_run)
+from carbonbench.runfile import (
+    JOURNAL_SUFFIX,
+    RunFile,
+    journal_line,
+    journal_path,
+    lock_path,
+    merge_points,
+    read_journal,
+    read_run,
+)
 from carbonbench.runner import Hooks, Interrupted, Runner
-from forked_cli import Launcher
 
 TIMEOUT_S = 240
 
 
 def point(key: str, status: str = "ok", energy_j: float = 1.0) -> PointRecord:
     model, workload, batch, size = key.split("/")
-    return PointRecord(key=key, model=model, workload=workload, batch_size=int(batch[1:]),
-                       prompt_tokens=int(size[1:]), status=status, error=None if status == "ok" else "boom",
-                       summary={"energy_j": energy_j})
+    return PointRecord(
+        key=key,
+        model=model,
+        workload=workload,
+        batch_size=int(batch[1:]),
+        prompt_tokens=int(size[1:]),
+        status=status,
+        error=None if status == "ok" else "boom",
+        summary={"energy_j": energy_j},
+    )
 
 
 def record(**fields) -> RunRecord:
-    return RunRecord(run_id="r", scenario={"name": "s", "carbon": {"grid_g_per_kwh": 400.0}},
-                     environment={"hostname": "h"}, **fields)
+    return RunRecord(
+        run_id="r", scenario={"name": "s", "carbon": {"grid_g_per_kwh": 400.0}}, environment={"hostname": "h"}, **fields
+    )
 
 
 def keys(points) -> list[str]:
@@ -48,17 +64,24 @@ def keys(points) -> list[str]:
 # -- reading a journal --------------------------------------------------------------------
 def test_a_partial_last_line_is_cut_off_and_blank_lines_are_skipped(tmp_path):
     path = tmp_path / "r.points.jsonl"
-    path.write_bytes(journal_line(point("m/prefill/b1/p8")) + b"\n" + journal_line(point("m/prefill/b1/p16"))
-                     + journal_line(point("m/prefill/b1/p32"))[:40])  # the write a kill cut short
+    path.write_bytes(
+        journal_line(point("m/prefill/b1/p8"))
+        + b"\n"
+        + journal_line(point("m/prefill/b1/p16"))
+        + journal_line(point("m/prefill/b1/p32"))[:40]
+    )  # the write a kill cut short
     assert keys(read_journal(path)) == ["m/prefill/b1/p8", "m/prefill/b1/p16"]
     assert read_journal(tmp_path / "none.points.jsonl") == []
 
 
-@pytest.mark.parametrize("line, message", [
-    (b"{not json\n", "line 2 is not a point (not valid JSON)"),
-    (b"[1, 2]\n", "line 2: not a JSON object"),
-    (b'{"key": "k", "batch_size": "two"}\n', "line 2: 'point.batch_size' is damaged (expected a number)"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"{not json\n", "line 2 is not a point (not valid JSON)"),
+        (b"[1, 2]\n", "line 2: not a JSON object"),
+        (b'{"key": "k", "batch_size": "two"}\n', "line 2: 'point.batch_size' is damaged (expected a number)"),
+    ],
+)
 def test_a_damaged_line_is_refused_by_file_and_line(tmp_path, line, message):
     path = tmp_path / "r.points.jsonl"
     path.write_bytes(journal_line(point("m/prefill/b1/p8")) + line + journal_line(point("m/prefill/b1/p16")))
@@ -68,15 +91,22 @@ def test_a_damaged_line_is_refused_by_file_and_line(tmp_path, line, message):
 
 
 def test_duplicates_keep_the_last_ok_record_and_never_two():
-    merged = merge_points([
-        point("m/prefill/b1/p8", "error"), point("m/prefill/b1/p16", energy_j=1.0),
-        point("m/prefill/b1/p8", energy_j=2.0),  # measured again, ok: replaces the failure
-        point("m/prefill/b1/p16", "oom"),  # a later failure never replaces an ok point
-        point("m/prefill/b1/p16", energy_j=3.0),  # a later ok one does
-        point("m/prefill/b1/p32", "error"), point("m/prefill/b1/p32", "nan"),  # failed twice: the last
-    ])
+    merged = merge_points(
+        [
+            point("m/prefill/b1/p8", "error"),
+            point("m/prefill/b1/p16", energy_j=1.0),
+            point("m/prefill/b1/p8", energy_j=2.0),  # measured again, ok: replaces the failure
+            point("m/prefill/b1/p16", "oom"),  # a later failure never replaces an ok point
+            point("m/prefill/b1/p16", energy_j=3.0),  # a later ok one does
+            point("m/prefill/b1/p32", "error"),
+            point("m/prefill/b1/p32", "nan"),  # failed twice: the last
+        ]
+    )
     assert [(p.key, p.status, p.summary["energy_j"]) for p in merged] == [
-        ("m/prefill/b1/p8", "ok", 2.0), ("m/prefill/b1/p16", "ok", 3.0), ("m/prefill/b1/p32", "nan", 1.0)]
+        ("m/prefill/b1/p8", "ok", 2.0),
+        ("m/prefill/b1/p16", "ok", 3.0),
+        ("m/prefill/b1/p32", "nan", 1.0),
+    ]
 
 
 def test_read_run_merges_the_journal_beside_a_stale_run_file(tmp_path):
@@ -155,10 +185,12 @@ def killed(tmp_path_factory):
         "name: killed\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
         "workloads: {prefill: {prompt_tokens: [8, 16]}, decode: {prompt_tokens: [8], new_tokens: [2]}}\n"
         "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
-        " idle_baseline_s: 0.05, codecarbon: false}\n")
+        " idle_baseline_s: 0.05, codecarbon: false}\n"
+    )
     out = workdir / "out"
-    run = Launcher(workdir).start(["run", str(scenario), "--out", str(out), "--device", "cpu"],
-                                  CARBONBENCH_PAUSE_AT="between-points")
+    run = Launcher(workdir).start(
+        ["run", str(scenario), "--out", str(out), "--device", "cpu"], CARBONBENCH_PAUSE_AT="between-points"
+    )
     run.wait_for("carbonbench: paused at between-points", TIMEOUT_S)
     os.kill(run.pid, signal.SIGKILL)
     assert run.wait(TIMEOUT_S) == 137

@@ -16,11 +16,11 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from forked_cli import Launcher
 
 from carbonbench.cli import cli
 from carbonbench.files import LockFile, LockHeld
 from carbonbench.runfile import read_run
-from forked_cli import Launcher
 
 TIMEOUT_S = 240
 
@@ -42,7 +42,8 @@ def test_a_lock_is_exclusive_and_names_its_holder(tmp_path):
     with pytest.raises(LockHeld) as info:
         LockFile(path, "results/r.json").acquire()
     assert str(info.value).startswith(
-        f"results/r.json is in use by another carbonbench run (pid {os.getpid()} on {socket.gethostname()}, since ")
+        f"results/r.json is in use by another carbonbench run (pid {os.getpid()} on {socket.gethostname()}, since "
+    )
     assert str(info.value).endswith(f"wait for it to end, or delete {path} if that process is gone")
     first.release()
     assert not path.exists()
@@ -82,7 +83,8 @@ def scenario_file(tmp_path_factory):
         "name: lock\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
         "workloads: {prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [2]}}\n"
         "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
-        " idle_baseline_s: 0.05, codecarbon: false}\n")
+        " idle_baseline_s: 0.05, codecarbon: false}\n"
+    )
     return path
 
 
@@ -100,7 +102,8 @@ def test_two_runs_into_one_folder(scenario_file, tmp_path):
         assert [line for line in second.output.splitlines() if line.startswith("Error")] == [
             f"Error: {held} is in use by another carbonbench run (pid {first.pid} on {socket.gethostname()}, "
             f"since {json.loads(held.with_suffix('.lock').read_text())['since_utc']}); wait for it to end, "
-            f"or delete {held.with_suffix('.lock')} if that process is gone"]
+            f"or delete {held.with_suffix('.lock')} if that process is gone"
+        ]
 
         third = CliRunner().invoke(cli, args)  # not a resume: a run of its own
         assert third.exit_code == 0, third.output

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from test_meters_nvml import FakeGpu, make_fake_nvml
 
 import carbonbench
 from carbonbench import grid
@@ -21,8 +22,6 @@ from carbonbench.api import window as api_window
 from carbonbench.api.settings import Settings
 from carbonbench.errors import ConfigError, UserError
 from carbonbench.meters import nvml, select
-
-from test_meters_nvml import FakeGpu, make_fake_nvml
 
 METHODS = {"counter", "integrated", "estimated", "none"}
 
@@ -34,9 +33,11 @@ def busy(seconds: float) -> None:
 
 
 def test_import_carbonbench_does_not_import_torch_until_measure_is_used():
-    code = ("import sys, carbonbench; assert 'torch' not in sys.modules, 'import carbonbench loaded torch'; "
-            "assert 'measure' in dir(carbonbench); carbonbench.measure; assert 'torch' in sys.modules; "
-            "print(carbonbench.measure.__module__)")
+    code = (
+        "import sys, carbonbench; assert 'torch' not in sys.modules, 'import carbonbench loaded torch'; "
+        "assert 'measure' in dir(carbonbench); carbonbench.measure; assert 'torch' in sys.modules; "
+        "print(carbonbench.measure.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "carbonbench.api.window"
@@ -61,16 +62,22 @@ def test_a_window_on_the_cpu_says_what_it_measured_and_how():
     assert r.usd == pytest.approx(r.energy_j / 3.6e6 * 0.15)
     assert r.tokens is None and r.joules_per_token is None
     # The handle reads through to the frozen result.
-    assert (m.energy_j, m.method, m.co2e_g, m.usd, m.components) == (r.energy_j, r.method, r.co2e_g, r.usd,
-                                                                    r.components)
+    assert (m.energy_j, m.method, m.co2e_g, m.usd, m.components) == (
+        r.energy_j,
+        r.method,
+        r.co2e_g,
+        r.usd,
+        r.components,
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.energy_j = 0.0
     assert r.as_dict()["components"]["cpu"]["method"] == "estimated"
 
 
 def test_pue_grid_price_and_tokens_scale_the_derived_figures():
-    with carbonbench.measure("step", device="cpu", grid_g_per_kwh=500.0, pue=1.5, usd_per_kwh=0.3,
-                             usd_per_device_hour=3.6, tokens=1000) as m:
+    with carbonbench.measure(
+        "step", device="cpu", grid_g_per_kwh=500.0, pue=1.5, usd_per_kwh=0.3, usd_per_device_hour=3.6, tokens=1000
+    ) as m:
         busy(0.1)
     facility_kwh = m.energy_j / 3.6e6 * 1.5
     assert m.co2e_g == pytest.approx(facility_kwh * 500.0)
@@ -178,7 +185,8 @@ def test_cuda_without_a_gpu_is_a_null_gpu_meter_not_a_guess(monkeypatch):
     assert (gpu.kind, gpu.energy_j, gpu.method, gpu.meter) == ("gpu", None, "none", "null-gpu")
     # The total is what was measured (the CPU's estimate), and is labelled by it.
     assert m.method == "estimated" and m.energy_j == pytest.approx(
-        m.components["cpu"].energy_j + m.components["dram"].energy_j)
+        m.components["cpu"].energy_j + m.components["dram"].energy_j
+    )
 
 
 @pytest.fixture

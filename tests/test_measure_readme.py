@@ -12,11 +12,10 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT
 
 from carbonbench.cli import cli
 from carbonbench.runfile import read_run
-
-from conftest import ROOT
 
 SECTION = "## Measure your own code\n"
 

@@ -12,14 +12,13 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from test_codecarbon_sidecar import hostile_config  # noqa: F401  (a fixture)
 
 import carbonbench
 import carbonbench.results as results
 from carbonbench.cli import cli
 from carbonbench.report import build_report
 from carbonbench.runfile import read_run
-
-from test_codecarbon_sidecar import hostile_config  # noqa: F401  (a fixture)
 
 
 def busy(seconds: float) -> None:
@@ -33,8 +32,9 @@ def session_run(tmp_path):
     """A finished session: five steps with tokens inside an epoch, and one failed step."""
     out = tmp_path / "results"
     steps = []
-    with carbonbench.measure_session("my-training", out=out, device="cpu", country="FRA", idle_baseline_s=0.3,
-                                     sample_interval_s=0.05, save_every_s=0) as s:
+    with carbonbench.measure_session(
+        "my-training", out=out, device="cpu", country="FRA", idle_baseline_s=0.3, sample_interval_s=0.05, save_every_s=0
+    ) as s:
         with s.measure("epoch") as epoch:
             for _ in range(5):
                 with s.measure("step", tokens=256, batch_size=8) as m:

@@ -95,8 +95,15 @@ def test_fallback_and_override_are_already_machine_wide():
 def test_topology_is_read_from_cpuinfo():
     info = "\n".join(
         [
-            "processor\t: 0", "model name\t: AMD EPYC 7R13 Processor", "physical id\t: 0", "flags\t\t: fpu sse hypervisor",
-            "", "processor\t: 1", "model name\t: AMD EPYC 7R13 Processor", "physical id\t: 1", "flags\t\t: fpu sse hypervisor",
+            "processor\t: 0",
+            "model name\t: AMD EPYC 7R13 Processor",
+            "physical id\t: 0",
+            "flags\t\t: fpu sse hypervisor",
+            "",
+            "processor\t: 1",
+            "model name\t: AMD EPYC 7R13 Processor",
+            "physical id\t: 1",
+            "flags\t\t: fpu sse hypervisor",
         ]
     )
     topo = cpu_topology(info)

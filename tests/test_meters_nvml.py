@@ -17,12 +17,12 @@ from carbonbench.errors import MeterError
 from carbonbench.meters import nvml
 from carbonbench.meters.base import MeterSet, NullMeter
 from carbonbench.meters.nvml import (
-    GPULost,
     DriverNotLoaded,
-    NVMLNoPermission,
-    NVMLNotSupported,
+    GPULost,
     NvmlError,
     NvmlMeter,
+    NVMLNoPermission,
+    NVMLNotSupported,
     visible_devices,
 )
 from carbonbench.meters.sampler import SamplerError
@@ -215,7 +215,7 @@ def test_a_counter_that_goes_backwards_falls_back_to_integration(fake, gpus):
     meter = NvmlMeter(sample_interval_s=0.02)
     ms = MeterSet([meter])
     ms.start()
-    w = ms.begin_window("w")
+    ms.begin_window("w")
     time.sleep(0.1)
     gpus[0].offset_mj = 0  # the driver reloaded
     m = ms.end_window("w")
@@ -268,9 +268,16 @@ def test_the_sampler_records_power_clocks_utilisation_temperature_and_memory(fak
     rows = [r for r in meter.timeline() if "sm_clock_mhz" in r]
     assert len(rows) >= 4
     assert rows[0] == {
-        "unix_s": rows[0]["unix_s"], "component": rows[0]["component"], "kind": "gpu", "power_w": rows[0]["power_w"],
-        "sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "gpu_util_pct": 97, "mem_util_pct": 41,
-        "temperature_c": 61, "memory_used_bytes": 12 * 2**30,
+        "unix_s": rows[0]["unix_s"],
+        "component": rows[0]["component"],
+        "kind": "gpu",
+        "power_w": rows[0]["power_w"],
+        "sm_clock_mhz": 1980,
+        "mem_clock_mhz": 2619,
+        "gpu_util_pct": 97,
+        "mem_util_pct": 41,
+        "temperature_c": 61,
+        "memory_used_bytes": 12 * 2**30,
     }
     assert {r["component"] for r in rows} == {"gpu0", "gpu1"}
     times = [r["unix_s"] for r in meter.timeline()]
@@ -393,7 +400,10 @@ def test_visible_devices_follow_cuda_visible_devices(monkeypatch, four, env, exp
 def test_components_are_numbered_as_cuda_numbers_them(monkeypatch, four):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
     meter = NvmlMeter(sample_interval_s=None)
-    assert [(g.component, g.nvml_index, g.uuid) for g in meter.gpus] == [("gpu0", 3, "GPU-dddd-3"), ("gpu1", 1, "GPU-bbbb-1")]
+    assert [(g.component, g.nvml_index, g.uuid) for g in meter.gpus] == [
+        ("gpu0", 3, "GPU-dddd-3"),
+        ("gpu1", 1, "GPU-bbbb-1"),
+    ]
 
 
 def test_mig_instances_are_refused_with_a_reason(monkeypatch, four):
@@ -448,7 +458,10 @@ def test_build_meter_set_maps_torch_devices_to_nvml_by_uuid(fake, tmp_path, monk
     # CUDA's fastest-first order can differ from NVML's PCI order: the UUID settles it.
     monkeypatch.setattr(select, "_torch_uuids", lambda: ["bbbb2222-0000", "aaaa1111-0000"])
     ms = select.build_meter_set(torch.device("cuda"), MeasurementConfig(), powercap_root=tmp_path)
-    assert [(g.component, g.uuid) for g in ms.meters[0].gpus] == [("gpu0", "GPU-bbbb2222-0000"), ("gpu1", "GPU-aaaa1111-0000")]
+    assert [(g.component, g.uuid) for g in ms.meters[0].gpus] == [
+        ("gpu0", "GPU-bbbb2222-0000"),
+        ("gpu1", "GPU-aaaa1111-0000"),
+    ]
 
 
 def test_torch_uuids_nvml_does_not_know_fall_back_to_cuda_visible_devices(fake, tmp_path, monkeypatch):
@@ -456,4 +469,7 @@ def test_torch_uuids_nvml_does_not_know_fall_back_to_cuda_visible_devices(fake, 
 
     monkeypatch.setattr(select, "_torch_uuids", lambda: ["ffff0000-0000", "eeee0000-0000"])
     ms = select.build_meter_set(torch.device("cuda"), MeasurementConfig(), powercap_root=tmp_path)
-    assert [(g.component, g.uuid) for g in ms.meters[0].gpus] == [("gpu0", "GPU-aaaa1111-0000"), ("gpu1", "GPU-bbbb2222-0000")]
+    assert [(g.component, g.uuid) for g in ms.meters[0].gpus] == [
+        ("gpu0", "GPU-aaaa1111-0000"),
+        ("gpu1", "GPU-bbbb2222-0000"),
+    ]

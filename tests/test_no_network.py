@@ -29,6 +29,7 @@ def no_network(monkeypatch):
         def fake(*args, **kwargs):
             calls.append(f"{name}{args[1:] if name.startswith('socket.') else args}")
             raise NetworkUsed(f"carbonbench must not use the network at run time ({name})")
+
         return fake
 
     for attr in ("connect", "connect_ex", "sendto", "sendmsg"):
@@ -45,8 +46,14 @@ def no_network(monkeypatch):
         real_init(self, family, type, proto, fileno)
 
     monkeypatch.setattr(socket.socket, "__init__", record_socket)
-    for attr in ("create_connection", "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
-                 "getnameinfo"):
+    for attr in (
+        "create_connection",
+        "getaddrinfo",
+        "gethostbyname",
+        "gethostbyname_ex",
+        "gethostbyaddr",
+        "getnameinfo",
+    ):
         monkeypatch.setattr(socket, attr, refuse(attr))
     return calls
 
@@ -65,8 +72,10 @@ def test_a_cpu_run_with_codecarbon_opens_no_socket(tiny_scenario, tmp_path, no_n
     assert run["codecarbon_meter"]["tracker"] == "OfflineEmissionsTracker"
     assert run["codecarbon_meter"]["errors"] == [], run["codecarbon_meter"]
     assert run["codecarbon"] is not None and run["codecarbon"]["energy_j"] >= 0  # its whole-run totals
-    assert not any("NetworkUsed" in line or "must not use the network" in line
-                   for line in run["codecarbon_meter"]["log"] + run.get("warnings", []))
+    assert not any(
+        "NetworkUsed" in line or "must not use the network" in line
+        for line in run["codecarbon_meter"]["log"] + run.get("warnings", [])
+    )
 
 
 def test_the_recorder_catches_a_connection(no_network):

@@ -19,8 +19,9 @@ from carbonbench.opt.checkpoint import arch_from_hf_config
 transformers = pytest.importorskip("transformers")
 from transformers.activations import ACT2FN  # noqa: E402
 
-TINY = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4,
-            max_position_embeddings=32)
+TINY = dict(
+    vocab_size=300, hidden_size=32, num_hidden_layers=2, ffn_dim=64, num_attention_heads=4, max_position_embeddings=32
+)
 
 
 def test_every_transformers_activation_is_implemented_or_refused():
@@ -42,8 +43,13 @@ VARIANTS = [
     {"_remove_final_layer_norm": True},
     {"tie_word_embeddings": False},
     {"do_layer_norm_before": False, "word_embed_proj_dim": 16},
-    {"enable_bias": False, "layer_norm_elementwise_affine": False, "tie_word_embeddings": False,
-     "activation_function": "silu", "pad_token_id": None},
+    {
+        "enable_bias": False,
+        "layer_norm_elementwise_affine": False,
+        "tie_word_embeddings": False,
+        "activation_function": "silu",
+        "pad_token_id": None,
+    },
 ]
 
 
@@ -64,8 +70,7 @@ def test_variant_parameter_count_and_names_equal_transformers(settings, tmp_path
 
 
 def test_fused_qkv_without_biases_gives_the_same_logits():
-    arch = opt.Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=32,
-                            bias=False)
+    arch = opt.Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=32, bias=False)
     model = opt.build(arch, seed=1)
     ids = torch.randint(4, 300, (2, 9))
     with torch.no_grad():
@@ -84,17 +89,22 @@ def write_config(tmp_path, **changes):
     return path
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"activation_function": "prelu"},
-     r"activation_function = 'prelu' has learned parameters, which carbonbench's OPT does not implement"),
-    ({"activation_function": "xielu"}, r"'xielu' has learned parameters"),
-    ({"activation_function": "swiglu"}, r"'swiglu' is not an activation transformers knows \(ACT2FN\) either"),
-    ({"enable_bias": "no"}, r"enable_bias = 'no' must be true or false"),
-    ({"do_layer_norm_before": 1}, r"do_layer_norm_before = 1 must be true or false"),
-    ({"pad_token_id": 300}, r"pad_token_id = 300 must be a token id below vocab_size \(300\)"),
-    ({"pad_token_id": "1"}, r"pad_token_id = '1' must be a token id or null"),
-    ({"hidden_size": 30}, r"num_attention_heads = 4 must divide d_model \(30\)"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"activation_function": "prelu"},
+            r"activation_function = 'prelu' has learned parameters, which carbonbench's OPT does not implement",
+        ),
+        ({"activation_function": "xielu"}, r"'xielu' has learned parameters"),
+        ({"activation_function": "swiglu"}, r"'swiglu' is not an activation transformers knows \(ACT2FN\) either"),
+        ({"enable_bias": "no"}, r"enable_bias = 'no' must be true or false"),
+        ({"do_layer_norm_before": 1}, r"do_layer_norm_before = 1 must be true or false"),
+        ({"pad_token_id": 300}, r"pad_token_id = 300 must be a token id below vocab_size \(300\)"),
+        ({"pad_token_id": "1"}, r"pad_token_id = '1' must be a token id or null"),
+        ({"hidden_size": 30}, r"num_attention_heads = 4 must divide d_model \(30\)"),
+    ],
+)
 def test_unsupported_settings_are_one_clear_error(tmp_path, changes, message):
     path = write_config(tmp_path, **changes)
     with pytest.raises(CheckpointError, match=message) as err:
@@ -109,9 +119,11 @@ def test_transformers_also_refuses_what_we_call_unknown():
 
 def test_a_card_can_use_the_variants(tmp_path):
     card = tmp_path / "variant.yaml"
-    card.write_text("architecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32, vocab_size: 100, "
-                    "max_positions: 16, activation: gelu, bias: false, layer_norm_affine: false, "
-                    "remove_final_layer_norm: true, tie_word_embeddings: false}\n")
+    card.write_text(
+        "architecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32, vocab_size: 100, "
+        "max_positions: 16, activation: gelu, bias: false, layer_norm_affine: false, "
+        "remove_final_layer_norm: true, tie_word_embeddings: false}\n"
+    )
     model = opt.load(card)
     assert not hasattr(model, "final_layer_norm") and model.lm_head.weight.shape == (100, 16)
     assert model.layers[0].fc1.bias is None and model.layers[0].final_layer_norm.weight is None

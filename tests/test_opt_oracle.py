@@ -22,8 +22,14 @@ VARIANTS = {
     "pre-ln": dict(do_layer_norm_before=True, word_embed_proj_dim=64),
     "post-ln-350m-style": dict(do_layer_norm_before=False, word_embed_proj_dim=32),
     "pre-ln-no-final-norm": dict(do_layer_norm_before=True, _remove_final_layer_norm=True),
-    "no-bias-gelu-untied": dict(enable_bias=False, layer_norm_elementwise_affine=False, activation_function="gelu_new",
-                                tie_word_embeddings=False, word_embed_proj_dim=32, pad_token_id=0),
+    "no-bias-gelu-untied": dict(
+        enable_bias=False,
+        layer_norm_elementwise_affine=False,
+        activation_function="gelu_new",
+        tie_word_embeddings=False,
+        word_embed_proj_dim=32,
+        pad_token_id=0,
+    ),
 }
 
 
@@ -81,8 +87,11 @@ def test_greedy_generation_matches_hf(pair, padded):
     ids, mask = prompts()
     mask = mask if padded else None
     expected = hf.generate(
-        ids, attention_mask=mask if padded else torch.ones_like(ids),
-        do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
+        ids,
+        attention_mask=mask if padded else torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
     )[:, PROMPT:]
     got = opt.generate(ours, ids, NEW, mask)
     assert got.shape == (3, NEW) and got.dtype == torch.long
@@ -169,9 +178,7 @@ def test_generation_longer_than_the_position_table_is_refused(pair):
 
 
 def test_init_weights_is_seeded_and_opt_style():
-    arch = opt.Architecture(
-        n_layers=2, n_heads=4, d_model=64, ffn_dim=128, vocab_size=VOCAB, max_positions=64
-    )
+    arch = opt.Architecture(n_layers=2, n_heads=4, d_model=64, ffn_dim=128, vocab_size=VOCAB, max_positions=64)
     a, b, c = (opt.build(arch, seed=s) for s in (7, 7, 8))
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.layers[0].fc1.weight, c.layers[0].fc1.weight)

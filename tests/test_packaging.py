@@ -21,10 +21,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 import carbonbench
 from carbonbench.opt.card import shipped_cards_dir
-from conftest import ROOT
 
 SITE = Path(sysconfig.get_paths()["purelib"])  # where torch, click, ... are installed for this run
 CHECK = """
@@ -39,8 +39,11 @@ print(json.dumps({"package": carbonbench.__file__, "card_dirs": [str(d) for d in
 
 
 def _clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CARBONBENCH_MODEL_DIR", "PYTHONPATH", "PYTHONUSERBASE", "PYTHONNOUSERSITE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CARBONBENCH_MODEL_DIR", "PYTHONPATH", "PYTHONUSERBASE", "PYTHONNOUSERSITE")
+    }
     return {**env, **extra}
 
 
@@ -48,17 +51,26 @@ def _clean_env(**extra) -> dict:
 def wheel(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("build")
     src = root / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "results", "reports", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache"))
-    hooks = ("import sys; from setuptools import build_meta as b; "
-             "print(b.build_sdist(sys.argv[1]) if sys.argv[2] == 'sdist' else b.build_wheel(sys.argv[1]))")
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "results", "reports", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache"
+        ),
+    )
+    hooks = (
+        "import sys; from setuptools import build_meta as b; "
+        "print(b.build_sdist(sys.argv[1]) if sys.argv[2] == 'sdist' else b.build_wheel(sys.argv[1]))"
+    )
     dist = root / "dist"
-    sdist = subprocess.run([sys.executable, "-c", hooks, str(dist), "sdist"], cwd=src, check=True,
-                           capture_output=True, text=True).stdout.split()[-1]
+    sdist = subprocess.run(
+        [sys.executable, "-c", hooks, str(dist), "sdist"], cwd=src, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
     shutil.unpack_archive(dist / sdist, root / "unpacked")
     (unpacked,) = (root / "unpacked").iterdir()
-    name = subprocess.run([sys.executable, "-c", hooks, str(dist), "wheel"], cwd=unpacked, check=True,
-                          capture_output=True, text=True).stdout.split()[-1]
+    name = subprocess.run(
+        [sys.executable, "-c", hooks, str(dist), "wheel"], cwd=unpacked, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
     return dist / name
 
 
@@ -95,8 +107,22 @@ def test_the_wheel_holds_every_module_card_scenario_and_the_license(wheel):
 
 def test_pip_install_target(wheel, tmp_path):
     target = tmp_path / "target"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target",
-                    str(target), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     _check_layout(sys.executable, _clean_env(PYTHONPATH=os.pathsep.join([str(target), str(SITE)])), target, tmp_path)
 
 
@@ -106,8 +132,23 @@ def test_pip_install_user(wheel, tmp_path):
     env = _clean_env(PYTHONUSERBASE=str(userbase))
     if subprocess.run([base, "-m", "pip", "--version"], capture_output=True).returncode:
         pytest.skip(f"{base} has no pip to install with --user")
-    subprocess.run([base, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--user",
-                    "--ignore-installed", str(wheel)], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            base,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--user",
+            "--ignore-installed",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     # The base interpreter sees the user site; this site-packages only supplies the dependencies.
     _check_layout(base, {**env, "PYTHONPATH": str(SITE)}, userbase, tmp_path)
 
@@ -116,13 +157,19 @@ def test_a_fresh_venv_non_editable(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(_run(str(python), tmp_path, _clean_env(), "-c",
-                     "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    site = Path(
+        _run(
+            str(python), tmp_path, _clean_env(), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+        ).stdout.strip()
+    )
     # Dependencies by a .pth line: a path added so is not scanned for .pth files itself, so
     # this environment's editable carbonbench does not come along.
     (site / "deps.pth").write_text(f"{SITE}\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     _check_layout(str(python), _clean_env(), venv, tmp_path)
     script = _run(str(venv / "bin" / "carbonbench"), tmp_path, _clean_env(), "run", "opt-12m")
     assert script.returncode == 2 and "(did you mean 'opt-125m'?)" in script.stderr

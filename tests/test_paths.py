@@ -18,7 +18,17 @@ from carbonbench import scenario as sc
 from carbonbench.files import safe_name
 from carbonbench.runner import Hooks, Interrupted, Runner
 
-HOSTILE_NAMES = ["../../evil", "/abs/x", "..", "a/b", "<script>alert(1)</script>", ".hidden", "a\\..\\b", "~/x", "nul\x00l"]
+HOSTILE_NAMES = [
+    "../../evil",
+    "/abs/x",
+    "..",
+    "a/b",
+    "<script>alert(1)</script>",
+    ".hidden",
+    "a\\..\\b",
+    "~/x",
+    "nul\x00l",
+]
 
 
 def write_scenario(directory: Path, name: str) -> Path:

@@ -50,8 +50,7 @@ def test_training_activations_follow_korthikanti():
     per_layer = s * b * h * (34 + 5 * a * s / h)
     logits = b * s * V * 4
     assert training_activations_bytes(card, "bf16", b, s, recompute=False) == int(L * per_layer + logits)
-    assert training_activations_bytes(card, "bf16", b, s, recompute=True) == int(
-        L * 2 * s * b * h + per_layer + logits)
+    assert training_activations_bytes(card, "bf16", b, s, recompute=True) == int(L * 2 * s * b * h + per_layer + logits)
     assert training_activations_bytes(card, "fp32", b, s, False) > training_activations_bytes(card, "bf16", b, s, False)
 
 
@@ -124,8 +123,21 @@ def test_plan_cli_text_and_json():
     assert "Inference, batch 1 x 2048 tokens" in r.output
     assert "Training with Adam" in r.output and "recompute" in r.output
     assert "Korthikanti" in r.output and "ZeRO" in r.output
-    r = _plan("opt-1.3b", "--hardware", "t4", "--dtype", "fp16", "--dtype", "int8", "--batch-size", "4",
-              "--seq-len", "1024", "--format", "json")
+    r = _plan(
+        "opt-1.3b",
+        "--hardware",
+        "t4",
+        "--dtype",
+        "fp16",
+        "--dtype",
+        "int8",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "1024",
+        "--format",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["hardware"] == "t4" and d["device_memory_bytes"] == 16e9

@@ -43,20 +43,86 @@ def load_text(directory: Path, text: str | bytes) -> None:
 
 
 # -- the scenario loader --------------------------------------------------------------
-YAML_TOKENS = st.sampled_from([
-    "name:", "models:", "workloads:", "prefill:", "decode:", "train:", "prompt_tokens:", "new_tokens:",
-    "seq_len:", "batch_sizes:", "measurement:", "min_seconds:", "repeats:", "carbon:", "cost:", "pue:",
-    "device:", "dtype:", "opt-tiny", "opt-125m", "model/opt-tiny.yaml", "../", "/", ".", "~", "null", "true",
-    "1e9", "-1", "0", "0.5", ".nan", ".inf", "[", "]", "{", "}", ",", ":", "- ", "-", "? ", "&a ", "*a", "<<: ",
-    "!!python/object/apply:os.system ", "!!binary ", "!!float ", "!!str ", "'", '"', "|", ">", "#", "%YAML 1.1",
-    "---", "...", "\n", "\n  ", "\n    ", "\t", " ", "\\x00", "\x00", "\u2028", "\ufeff", "é",
-])
+YAML_TOKENS = st.sampled_from(
+    [
+        "name:",
+        "models:",
+        "workloads:",
+        "prefill:",
+        "decode:",
+        "train:",
+        "prompt_tokens:",
+        "new_tokens:",
+        "seq_len:",
+        "batch_sizes:",
+        "measurement:",
+        "min_seconds:",
+        "repeats:",
+        "carbon:",
+        "cost:",
+        "pue:",
+        "device:",
+        "dtype:",
+        "opt-tiny",
+        "opt-125m",
+        "model/opt-tiny.yaml",
+        "../",
+        "/",
+        ".",
+        "~",
+        "null",
+        "true",
+        "1e9",
+        "-1",
+        "0",
+        "0.5",
+        ".nan",
+        ".inf",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        ":",
+        "- ",
+        "-",
+        "? ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "!!python/object/apply:os.system ",
+        "!!binary ",
+        "!!float ",
+        "!!str ",
+        "'",
+        '"',
+        "|",
+        ">",
+        "#",
+        "%YAML 1.1",
+        "---",
+        "...",
+        "\n",
+        "\n  ",
+        "\n    ",
+        "\t",
+        " ",
+        "\\x00",
+        "\x00",
+        "\u2028",
+        "\ufeff",
+        "é",
+    ]
+)
 
 yaml_like = st.lists(YAML_TOKENS, max_size=40).map("".join)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
     st.sampled_from(["opt-tiny", "opt-125m", "cpu", "cuda", "float16", "relu", "..", "/", "model/opt-tiny.yaml"]),
 )
 nested = st.recursive(
@@ -67,17 +133,31 @@ nested = st.recursive(
     ),
     max_leaves=20,
 )
-KEYS = ["name", "models", "workloads", "batch_sizes", "description", "device", "dtype", "engine", "seed",
-        "measurement", "carbon", "cost"]
+KEYS = [
+    "name",
+    "models",
+    "workloads",
+    "batch_sizes",
+    "description",
+    "device",
+    "dtype",
+    "engine",
+    "seed",
+    "measurement",
+    "carbon",
+    "cost",
+]
 WORKLOAD_KEYS = ["prefill", "decode", "train", "prompts"]
 SIZES = ["prompt_tokens", "new_tokens", "seq_len", "batch_sizes", "lr", "activation_checkpointing"]
 # Scenario-shaped data, so that generated files get past the top level into the sections.
 near_scenario = st.fixed_dictionaries(
     {"name": st.one_of(st.just("t"), scalars), "models": st.one_of(st.just(["opt-tiny"]), nested)},
     optional={
-        "workloads": st.dictionaries(st.sampled_from(WORKLOAD_KEYS),
-                                     st.one_of(nested, st.dictionaries(st.sampled_from(SIZES), nested, max_size=3)),
-                                     max_size=3),
+        "workloads": st.dictionaries(
+            st.sampled_from(WORKLOAD_KEYS),
+            st.one_of(nested, st.dictionaries(st.sampled_from(SIZES), nested, max_size=3)),
+            max_size=3,
+        ),
         **{k: nested for k in KEYS[3:]},
     },
 )
@@ -109,23 +189,30 @@ def test_arbitrary_data_never_gives_a_traceback(workdir, data):
 
 # -- the results round trip -----------------------------------------------------------
 maybe_float = st.one_of(st.none(), st.floats(min_value=0, max_value=1e12), st.just(math.nan), st.just(math.inf))
-repeat = st.fixed_dictionaries({
-    "steps": st.integers(0, 10**6),
-    "tokens": st.one_of(st.none(), st.integers(0, 10**9)),
-    "duration_s": st.one_of(st.floats(min_value=1e-6, max_value=1e5), st.none(), st.just(math.nan)),
-    "energy_j": maybe_float,
-    "active_energy_j": maybe_float,
-})
-point = st.fixed_dictionaries({
-    "workload": st.sampled_from(["prefill", "decode", "train"]),
-    "batch_size": st.integers(1, 64),
-    "size": st.integers(1, 2048),
-    "status": st.sampled_from(["ok", "oom", "nan", "error", "meter-error"]),
-    "error": st.one_of(st.none(), st.text(max_size=40)),
-    "repeats": st.lists(repeat, max_size=3),
-})
-carbon = st.one_of(st.builds(lambda g: {"grid_g_per_kwh": g}, st.floats(0, 2000)),
-                   st.just({"country": "FRA"}), st.just({"country": "USA", "region": "california"}))
+repeat = st.fixed_dictionaries(
+    {
+        "steps": st.integers(0, 10**6),
+        "tokens": st.one_of(st.none(), st.integers(0, 10**9)),
+        "duration_s": st.one_of(st.floats(min_value=1e-6, max_value=1e5), st.none(), st.just(math.nan)),
+        "energy_j": maybe_float,
+        "active_energy_j": maybe_float,
+    }
+)
+point = st.fixed_dictionaries(
+    {
+        "workload": st.sampled_from(["prefill", "decode", "train"]),
+        "batch_size": st.integers(1, 64),
+        "size": st.integers(1, 2048),
+        "status": st.sampled_from(["ok", "oom", "nan", "error", "meter-error"]),
+        "error": st.one_of(st.none(), st.text(max_size=40)),
+        "repeats": st.lists(repeat, max_size=3),
+    }
+)
+carbon = st.one_of(
+    st.builds(lambda g: {"grid_g_per_kwh": g}, st.floats(0, 2000)),
+    st.just({"country": "FRA"}),
+    st.just({"country": "USA", "region": "california"}),
+)
 
 
 def make_run(points: list[dict], carbon_section: dict) -> dict:
@@ -138,17 +225,34 @@ def make_run(points: list[dict], carbon_section: dict) -> dict:
             sizes["prompt_tokens"] = p["size"]
             sizes["new_tokens"] = p["size"] if p["workload"] == "decode" else 0
         reps = [{"repeat": j, **r, "energy_method": "estimated", "components": {}} for j, r in enumerate(p["repeats"])]
-        run_points.append({"key": f"m{i}/{p['workload']}", "model": f"m{i}", "workload": p["workload"],
-                           "batch_size": p["batch_size"], **sizes, "status": p["status"], "error": p["error"],
-                           "repeats": reps})
-    return {"schema": records.SCHEMA, "schema_version": records.SCHEMA_VERSION, "run_id": "prop",
-            "status": "complete", "scenario": {"name": "prop", "carbon": carbon_section}, "points": run_points}
+        run_points.append(
+            {
+                "key": f"m{i}/{p['workload']}",
+                "model": f"m{i}",
+                "workload": p["workload"],
+                "batch_size": p["batch_size"],
+                **sizes,
+                "status": p["status"],
+                "error": p["error"],
+                "repeats": reps,
+            }
+        )
+    return {
+        "schema": records.SCHEMA,
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": "prop",
+        "status": "complete",
+        "scenario": {"name": "prop", "carbon": carbon_section},
+        "points": run_points,
+    }
 
 
 def same(a, b) -> bool:
     """Equal, with NaN/inf/None (not measured) all the same missing value."""
+
     def missing(x):
         return x is None or (isinstance(x, float) and not math.isfinite(x))
+
     if missing(a) or missing(b):
         return missing(a) and missing(b)
     return a == pytest.approx(b, rel=1e-12, abs=0)
@@ -192,20 +296,37 @@ def _plain(value):
 # -- damaged result files -------------------------------------------------------------
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(), st.text(max_size=10)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.text(max_size=5), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 GOOD_RUN = make_run(
-    [{"workload": "decode", "batch_size": 2, "size": 8, "status": "ok", "error": None,
-      "repeats": [{"steps": 3, "tokens": 48, "duration_s": 0.5, "energy_j": 12.5, "active_energy_j": 3.0}]}],
+    [
+        {
+            "workload": "decode",
+            "batch_size": 2,
+            "size": 8,
+            "status": "ok",
+            "error": None,
+            "repeats": [{"steps": 3, "tokens": 48, "duration_s": 0.5, "energy_j": 12.5, "active_energy_j": 3.0}],
+        }
+    ],
     {"country": "FRA", "pue": 1.2},
 )
-GOOD_RUN.update(device={"type": "cpu", "name": "cpu", "count": 1, "dtype": "float32"},
-                idle={"duration_s": 1.0, "power_w": {"cpu": 10.0}}, environment={"hostname": "h"})
+GOOD_RUN.update(
+    device={"type": "cpu", "name": "cpu", "count": 1, "dtype": "float32"},
+    idle={"duration_s": 1.0, "power_w": {"cpu": 10.0}},
+    environment={"hostname": "h"},
+)
 GOOD_RUN["scenario"]["cost"] = {"usd_per_kwh": 0.2, "usd_per_device_hour": 1.0}
 GOOD_RUN["points"][0]["repeats"][0].update(
     components={"cpu": {"kind": "cpu", "energy_j": 12.5, "method": "estimated"}},
-    latency_s={"p50": 0.1, "p90": 0.2, "p99": 0.3}, flags=["x"], ttft_s=0.01, tpot_s=0.02)
+    latency_s={"p50": 0.1, "p90": 0.2, "p99": 0.3},
+    flags=["x"],
+    ttft_s=0.01,
+    tpot_s=0.02,
+)
 GOOD_RUN["points"][0]["codecarbon"] = {"energy_j": 11.0}
 
 

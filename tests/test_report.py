@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import DATA
 
 from carbonbench.cli import cli
 from carbonbench.report import build_report, load, render
 from carbonbench.report.figures import pareto
 from carbonbench.report.html import check_plot_markup, plot_text, script_json
-from conftest import DATA
 
 FIXTURE_DIR = DATA / "results"
 FIXTURE = FIXTURE_DIR / "opt-125m-h100-fixture-20260901T120000000000Z.json"
@@ -138,6 +138,7 @@ def _mean_ci(text):
 
 # ---- self-contained and safe ---------------------------------------------------------------
 
+
 def test_plotly_is_embedded_once_and_nothing_is_fetched(report_html):
     assert report_html.count("plotly.js v") == 1
     assert not re.search(r"<script[^>]*\bsrc=", report_html, re.I)
@@ -172,9 +173,19 @@ def test_figure_guard_refuses_unescaped_markup():
 
 # ---- content -------------------------------------------------------------------------------
 
+
 def test_every_section_is_there(report_html):
-    for anchor in ("summary", "comparison", "cost", "tradeoff", "breakdown", "timeline", "carbon", "training",
-                   "tables"):
+    for anchor in (
+        "summary",
+        "comparison",
+        "cost",
+        "tradeoff",
+        "breakdown",
+        "timeline",
+        "carbon",
+        "training",
+        "tables",
+    ):
         assert f'<section id="{anchor}">' in report_html
     assert report_html.count('class="cb-chart"') >= 10
     assert "Some energy here is estimated, not measured" in report_html
@@ -187,8 +198,12 @@ def test_comparison_matches_points_and_lists_the_rest(report_html):
     section = report_html.split('<section id="comparison">')[1].split("</section>")[0]
     assert "B = NVIDIA H100 80GB HBM3 (h100-fixture)" in section
     # The CPU run's four opt-tiny points all exist on the fixture.
-    for label in ("opt-tiny prefill b1 p16", "opt-tiny prefill b2 p16", "opt-tiny decode b1 p8+n4",
-                  "opt-tiny train b2 s16"):
+    for label in (
+        "opt-tiny prefill b1 p16",
+        "opt-tiny prefill b2 p16",
+        "opt-tiny decode b1 p8+n4",
+        "opt-tiny train b2 s16",
+    ):
         assert f"<td>{label}</td>" in section
     only_b = section.split("Only on B")[1]
     assert "opt-tiny prefill b8 p16" in only_b and "opt-125m prefill b16 p128" in only_b
@@ -203,8 +218,13 @@ def test_points_table_shows_the_result_files_numbers(report_html, cpu_run):
         reps = point["repeats"]
         jpt_mean, jpt_ci = _ci([r["energy_j"] / r["tokens"] for r in reps])
         tps_mean, _ = _ci([r["tokens"] / r["duration_s"] for r in reps])
-        row = next(r for r in rows if "h100" not in r["machine"] and r["workload"] == point["workload"]
-                   and r["batch"] == str(point["batch_size"]))
+        row = next(
+            r
+            for r in rows
+            if "h100" not in r["machine"]
+            and r["workload"] == point["workload"]
+            and r["batch"] == str(point["batch_size"])
+        )
         shown_mean, shown_ci = _mean_ci(row["J/token ± 95% CI"])
         assert shown_mean == pytest.approx(jpt_mean, rel=5e-4)
         assert shown_ci == pytest.approx(jpt_ci, rel=5e-2)
@@ -216,12 +236,18 @@ def test_points_table_shows_the_result_files_numbers(report_html, cpu_run):
     fixture = json.loads(FIXTURE.read_text())
     point = next(p for p in fixture["points"] if p["key"] == "opt-125m/prefill/b4/p128")
     tokens = sum(r["tokens"] for r in point["repeats"])
-    cc = next(r for r in rows_of(report_html, "codecarbon")
-              if "h100" in r["machine"] and r["point"] == "opt-125m prefill b4 p128")
+    cc = next(
+        r
+        for r in rows_of(report_html, "codecarbon")
+        if "h100" in r["machine"] and r["point"] == "opt-125m prefill b4 p128"
+    )
     cc_energy = sum(r["codecarbon"]["energy_j"] for r in point["repeats"])
     assert float(cc["codecarbon J/token"]) == pytest.approx(cc_energy / tokens, rel=5e-4)
-    row = next(r for r in rows if "h100" in r["machine"] and r["model"] == "opt-125m" and r["batch"] == "4"
-               and r["workload"] == "prefill")
+    row = next(
+        r
+        for r in rows
+        if "h100" in r["machine"] and r["model"] == "opt-125m" and r["batch"] == "4" and r["workload"] == "prefill"
+    )
     assert row["energy method"] == "counter"
     # gCO2e per 1M tokens: J/token x 1e6 / 3.6e6 x PUE x grid, with the fixture's PUE of 1.2.
     g_per_kwh = load([FIXTURE]).rows["grid_g_per_kwh"].iloc[0]
@@ -273,7 +299,9 @@ def test_a_point_that_failed_midway_and_a_run_without_points(tmp_path):
     html_text = render(data)
     failed = rows_of(html_text, "failed")
     assert {(r["point"], r["status"], r["repeats kept"]) for r in failed} == {
-        ("opt-tiny prefill b1 p16", "error", "3"), ("opt-125m train b4 s128", "meter-error", "0")}
+        ("opt-tiny prefill b1 p16", "error", "3"),
+        ("opt-125m train b4 s128", "meter-error", "0"),
+    }
     assert "No point was measured on both machines" in html_text
 
 
@@ -286,6 +314,7 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 # ---- command line --------------------------------------------------------------------------
+
 
 def test_cli_writes_under_reports_by_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -16,17 +16,17 @@ import io
 import json
 import os
 import re
-import time
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 
 import pytest
-
 from test_report import HOSTILE, HOSTILE_HOST, hostile_report, rows_of
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
 
 def script_string(text):
     """A JS string literal that cannot end the probe's own <script> element."""
@@ -92,20 +92,33 @@ def report(tmp_path_factory):
 def chromium(browser, tmp_path, *args, timeout=90):
     # The flags keep Chromium off the network and quiet on a machine without a desktop;
     # the proxy and resolver rules make any request that slips through fail fast.
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-extensions", "--disable-default-apps", "--hide-scrollbars",
-           "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
-           "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=8000", *args]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--hide-scrollbars",
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=8000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_report_renders_in_chromium_without_errors_or_script_injection(browser, report, tmp_path):
     shot = tmp_path / "report.png"
     # One browser start does both: the DOM after the time budget, and the screenshot.
-    done = chromium(browser, tmp_path, "--dump-dom", "--window-size=1280,4000", f"--screenshot={shot}",
-                    report.as_uri())
+    done = chromium(browser, tmp_path, "--dump-dom", "--window-size=1280,4000", f"--screenshot={shot}", report.as_uri())
     match = re.search(r'<pre id="cb-probe">(.*?)</pre>', done.stdout, re.S)
     assert match, f"the probe never reported (rc {done.returncode}): {done.stderr[-2000:]}"
     probe = json.loads(html.unescape(match.group(1)))
@@ -136,8 +149,8 @@ def png_summary(data: bytes) -> tuple[int, int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, width, height = 8, b"", 0, 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height = struct.unpack(">II", body[:8])
         elif kind == b"IDAT":
@@ -165,8 +178,9 @@ def test_a_table_downloads_as_csv(browser, report, tmp_path):
     downloads = tmp_path / "downloads"
     profile = tmp_path / "profile" / "Default"
     profile.mkdir(parents=True)
-    (profile / "Preferences").write_text(json.dumps(
-        {"download": {"default_directory": str(downloads), "prompt_for_download": False}}))
+    (profile / "Preferences").write_text(
+        json.dumps({"download": {"default_directory": str(downloads), "prompt_for_download": False}})
+    )
     page = tmp_path / "download.html"
     text = report.read_text(encoding="utf-8")
     page.write_text(text.replace("</body>", DOWNLOAD_PROBE + "</body>", 1), encoding="utf-8")

@@ -29,8 +29,22 @@ def test_round_trip_one_row_per_point_and_repeat(run_dir):
     run = json.loads(run_file.read_text())
     df = results.load(run_dir)
     assert len(df) == 4 * 3
-    for col in ["model", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len", "repeat", "status",
-                "tokens", "duration_s", "tokens_per_s", "energy_j", "joules_per_token", "energy_method"]:
+    for col in [
+        "model",
+        "workload",
+        "batch_size",
+        "prompt_tokens",
+        "new_tokens",
+        "seq_len",
+        "repeat",
+        "status",
+        "tokens",
+        "duration_s",
+        "tokens_per_s",
+        "energy_j",
+        "joules_per_token",
+        "energy_method",
+    ]:
         assert col in df.columns
     for point in run["points"]:
         rows = df[(df.workload == point["workload"]) & (df.batch_size == point["batch_size"])]
@@ -96,9 +110,15 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["r.json"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("../../etc/passwd", "etc-passwd"), ("/abs/path", "abs-path"), ("<script>", "script"),
-    ("..", "run"), ("ok-name_1.2", "ok-name_1.2"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("../../etc/passwd", "etc-passwd"),
+        ("/abs/path", "abs-path"),
+        ("<script>", "script"),
+        ("..", "run"),
+        ("ok-name_1.2", "ok-name_1.2"),
+    ],
+)
 def test_safe_name_cannot_escape(text, expected):
     assert files.safe_name(text) == expected

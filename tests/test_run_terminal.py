@@ -37,7 +37,7 @@ def screen(raw: str) -> list[str]:
             lines.append("".join(line).rstrip())
             line, col = [], 0
         else:
-            line[col:col + 1] = [ch]
+            line[col : col + 1] = [ch]
             col += 1
         i += 1
     return lines + ["".join(line).rstrip()]
@@ -47,8 +47,15 @@ def run_on_a_terminal(args, cwd, timeout=240) -> str:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-m", "carbonbench", *args], cwd=cwd, stdin=slave, stdout=slave,
-                            stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "carbonbench", *args],
+        cwd=cwd,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,8 +78,9 @@ def run_on_a_terminal(args, cwd, timeout=240) -> str:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="pseudo-terminal test")
 def test_the_forecast_gets_its_own_line_above_the_bar(tiny_scenario, tmp_path):
-    raw = run_on_a_terminal(["run", str(tiny_scenario()), "--out", str(tmp_path / "out"), "--quick",
-                             "--device", "cpu"], tmp_path)
+    raw = run_on_a_terminal(
+        ["run", str(tiny_scenario()), "--out", str(tmp_path / "out"), "--quick", "--device", "cpu"], tmp_path
+    )
     lines = screen(raw)
     forecast = [line for line in lines if "points, estimated" in line]
     assert forecast, lines

@@ -17,7 +17,10 @@ def test_every_point_has_tokens_duration_and_energy(tiny_scenario, tmp_path):
     data = json.loads(outcome.path.read_text())
     assert data["status"] == "complete"
     assert [p["key"] for p in data["points"]] == [
-        "opt-tiny/prefill/b2/p16", "opt-tiny/decode/b2/p8-n4", "opt-tiny/train/b2/s16"]
+        "opt-tiny/prefill/b2/p16",
+        "opt-tiny/decode/b2/p8-n4",
+        "opt-tiny/train/b2/s16",
+    ]
     assert data["idle"]["duration_s"] >= 0.1
     for point in data["points"]:
         assert point["status"] == "ok"

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import DATA, ROOT
 
 from carbonbench import scenario as sc
 from carbonbench.errors import ConfigError
-from conftest import DATA, ROOT
 
 BAD = sorted((DATA / "bad_scenarios").glob("*.yaml"))
 
@@ -52,8 +52,9 @@ def test_shipped_scenarios_load(name):
 
 def test_defaults_and_scientific_notation(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nmodels: [opt-tiny]\nworkloads: {prefill: {prompt_tokens: [8]}}\n"
-                    "carbon: {grid_g_per_kwh: 1e2}\n")
+    path.write_text(
+        "name: s\nmodels: [opt-tiny]\nworkloads: {prefill: {prompt_tokens: [8]}}\ncarbon: {grid_g_per_kwh: 1e2}\n"
+    )
     s = sc.load(path)
     assert s.batch_sizes == [1]
     assert s.device == "auto" and s.engine == "native"
@@ -81,8 +82,14 @@ def test_expand_covers_every_combination_once(tmp_path):
     keys = [p.key for p in points]
     assert len(keys) == len(set(keys))
     assert keys == [
-        "opt-tiny/prefill/b1/p8", "opt-tiny/prefill/b1/p16", "opt-tiny/prefill/b2/p8", "opt-tiny/prefill/b2/p16",
-        "opt-tiny/decode/b1/p8-n4", "opt-tiny/decode/b1/p8-n8", "opt-tiny/decode/b2/p8-n4", "opt-tiny/decode/b2/p8-n8",
+        "opt-tiny/prefill/b1/p8",
+        "opt-tiny/prefill/b1/p16",
+        "opt-tiny/prefill/b2/p8",
+        "opt-tiny/prefill/b2/p16",
+        "opt-tiny/decode/b1/p8-n4",
+        "opt-tiny/decode/b1/p8-n8",
+        "opt-tiny/decode/b2/p8-n4",
+        "opt-tiny/decode/b2/p8-n8",
         "opt-tiny/train/b3/s32",
     ]
     train = points[-1]

@@ -15,25 +15,56 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
 
 PACKAGE = ROOT / "carbonbench"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 
-UNSAFE_YAML = {"load", "load_all", "unsafe_load", "unsafe_load_all", "full_load", "full_load_all", "Loader",
-               "UnsafeLoader", "FullLoader", "add_constructor", "add_multi_constructor"}
+UNSAFE_YAML = {
+    "load",
+    "load_all",
+    "unsafe_load",
+    "unsafe_load_all",
+    "full_load",
+    "full_load_all",
+    "Loader",
+    "UnsafeLoader",
+    "FullLoader",
+    "add_constructor",
+    "add_multi_constructor",
+}
 UNPICKLERS = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib", "jsonpickle"}
 PICKLE_ALLOWED = {"UnpicklingError", "PicklingError"}  # catching pickle's errors is fine
-NETWORK_MODULES = {"requests", "urllib.request", "urllib3", "http.client", "httpx", "aiohttp", "ftplib", "smtplib",
-                   "telnetlib", "websocket", "websockets", "huggingface_hub", "xmlrpc.client", "paramiko"}
+NETWORK_MODULES = {
+    "requests",
+    "urllib.request",
+    "urllib3",
+    "http.client",
+    "httpx",
+    "aiohttp",
+    "ftplib",
+    "smtplib",
+    "telnetlib",
+    "websocket",
+    "websockets",
+    "huggingface_hub",
+    "xmlrpc.client",
+    "paramiko",
+}
 SOCKET_ALLOWED = {"gethostname", "AF_INET", "AF_INET6"}
 # The one module that may use huggingface_hub, and only its cache functions: reading the
 # local cache (carbonbench.opt.hub). Its snapshot_download calls must pass
 # local_files_only=True, checked below like from_pretrained.
 HUB_MODULE = "carbonbench/opt/hub.py"
-HUB_CACHE_ONLY = {"snapshot_download", "scan_cache_dir", "try_to_load_from_cache", "constants",
-                  "HFValidationError", "LocalEntryNotFoundError", "CacheNotFound"}
+HUB_CACHE_ONLY = {
+    "snapshot_download",
+    "scan_cache_dir",
+    "try_to_load_from_cache",
+    "constants",
+    "HFValidationError",
+    "LocalEntryNotFoundError",
+    "CacheNotFound",
+}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -53,9 +84,12 @@ def _keyword_true(call: ast.Call, name: str) -> bool:
 def audit(path: Path, root: Path = ROOT) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     docstrings = {
-        id(node.body[0].value) for node in ast.walk(tree)
+        id(node.body[0].value)
+        for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
     problems = []
     cache_reader = path.relative_to(root).as_posix() == HUB_MODULE
@@ -106,8 +140,12 @@ def audit(path: Path, root: Path = ROOT) -> list[str]:
             if func.endswith(("from_pretrained", "snapshot_download")) and not _keyword_true(node, "local_files_only"):
                 flag(node, f"{func}() without local_files_only=True (could download from the hub)")
             for arg in [*node.args, *(k.value for k in node.keywords)]:
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and id(arg) not in docstrings \
-                        and arg.value.startswith(("http://", "https://", "ftp://")):
+                if (
+                    isinstance(arg, ast.Constant)
+                    and isinstance(arg.value, str)
+                    and id(arg) not in docstrings
+                    and arg.value.startswith(("http://", "https://", "ftp://"))
+                ):
                     flag(node, f"{func}() is given the URL {arg.value!r}")
     return problems
 
@@ -145,19 +183,24 @@ BAD_SNIPPETS = {
 @pytest.mark.parametrize("code, found", list(BAD_SNIPPETS.items()), ids=list(BAD_SNIPPETS))
 def test_the_audit_catches_each_pattern(code, found, tmp_path):
     path = tmp_path / "bad.py"
-    path.write_text(f'"""Docstrings may say https://example.org."""\nimport os, pickle, subprocess, socket, torch, yaml\n{code}\n')
+    path.write_text(
+        f'"""Docstrings may say https://example.org."""\nimport os, pickle, subprocess, socket, torch, yaml\n{code}\n'
+    )
     problems = audit(path, tmp_path)
     assert any(found in p for p in problems), problems
 
 
-@pytest.mark.parametrize("code, ok", [
-    ("from huggingface_hub import snapshot_download, scan_cache_dir", True),
-    ("from huggingface_hub.utils import LocalEntryNotFoundError", True),
-    ("snapshot_download(repo, cache_dir=c, local_files_only=True)", True),
-    ("from huggingface_hub import hf_hub_download", False),
-    ("from huggingface_hub import HfApi", False),
-    ("snapshot_download(repo, cache_dir=c)", False),
-])
+@pytest.mark.parametrize(
+    "code, ok",
+    [
+        ("from huggingface_hub import snapshot_download, scan_cache_dir", True),
+        ("from huggingface_hub.utils import LocalEntryNotFoundError", True),
+        ("snapshot_download(repo, cache_dir=c, local_files_only=True)", True),
+        ("from huggingface_hub import hf_hub_download", False),
+        ("from huggingface_hub import HfApi", False),
+        ("snapshot_download(repo, cache_dir=c)", False),
+    ],
+)
 def test_only_the_hub_module_reads_the_cache_and_never_downloads(code, ok, tmp_path):
     path = tmp_path / HUB_MODULE
     path.parent.mkdir(parents=True)
@@ -186,9 +229,20 @@ def test_safetensors_are_preferred_and_a_malicious_pickle_never_runs(tmp_path):
 
     arch = Architecture(n_layers=1, n_heads=2, d_model=16, ffn_dim=32, vocab_size=100, max_positions=64)
     state = {f"model.decoder.{k}": v.clone().contiguous() for k, v in opt.build(arch).state_dict().items()}
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "opt", "num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 16, "ffn_dim": 32,
-        "vocab_size": 100, "max_position_embeddings": 64, "word_embed_proj_dim": 16}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "opt",
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "hidden_size": 16,
+                "ffn_dim": 32,
+                "vocab_size": 100,
+                "max_position_embeddings": 64,
+                "word_embed_proj_dim": 16,
+            }
+        )
+    )
     save_file(state, tmp_path / "model.safetensors")
     marker = tmp_path / "PWNED"
 
@@ -226,8 +280,10 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
     path.write_text(f"description:\n{anchors}\nname: *i\n")
     with pytest.raises(ConfigError, match=r"name: expected a string \(got \[\["):
         sc.load(path)
-    path.write_text(f"description:\n{anchors}\nname: t\nmodels: [opt-tiny]\nbatch_sizes: *i\n"
-                    "workloads: {prefill: {prompt_tokens: [8]}}\n")
+    path.write_text(
+        f"description:\n{anchors}\nname: t\nmodels: [opt-tiny]\nbatch_sizes: *i\n"
+        "workloads: {prefill: {prompt_tokens: [8]}}\n"
+    )
     with pytest.raises(ConfigError, match=r"batch_sizes\[0\]: expected an integer"):
         sc.load(path)
     assert time.perf_counter() - start < 5

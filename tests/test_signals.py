@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from carbonbench.runfile import read_run
 from conftest import ROOT
 from forked_cli import Launcher, Run
+
+from carbonbench.runfile import read_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -42,8 +42,7 @@ SCENARIO = (  # two short points, so that a signal between them lands mid-sweep
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
 # Each phase, in the order a run meets them, and the points finished when it is reached
 # (None: no run file exists yet).
-PHASES = {"startup": None, "idle": 0, "model-build": 0, "warm-up": 0, "window": 0, "between-points": 1,
-          "closing": 2}
+PHASES = {"startup": None, "idle": 0, "model-build": 0, "warm-up": 0, "window": 0, "between-points": 1, "closing": 2}
 CELLS = [(phase, name) for phase in PHASES for name in SIGNALS]
 TIMEOUT_S = 240  # a dozen runs at once on a busy machine
 
@@ -68,7 +67,9 @@ def start_subprocess(args: list[str], stderr_path: Path, **env: str) -> Run:
     """A plain `python -m carbonbench` process, for what happens before its imports."""
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "carbonbench", *args], stdout=subprocess.DEVNULL, stderr=stderr,
+            [sys.executable, "-m", "carbonbench", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
             env={**os.environ, "CARBONBENCH_MODEL_DIR": str(ROOT / "model"), "PYTHONPATH": str(ROOT), **env},
             # A shell may start background jobs with SIGINT ignored; Python then installs no handler.
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

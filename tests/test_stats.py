@@ -11,8 +11,19 @@ from carbonbench.results import summarise
 from carbonbench.stats import Z_975, ci95, t_quantile_975
 
 # Reference t_{0.975} values (R: qt(0.975, df)).
-EXACT = {1: 12.7062047, 2: 4.3026527, 5: 2.5705818, 10: 2.2281389, 29: 2.0452296, 30: 2.0422725,
-         31: 2.0395134, 40: 2.0210754, 60: 2.0002978, 120: 1.9799304, 1000: 1.9623391}
+EXACT = {
+    1: 12.7062047,
+    2: 4.3026527,
+    5: 2.5705818,
+    10: 2.2281389,
+    29: 2.0452296,
+    30: 2.0422725,
+    31: 2.0395134,
+    40: 2.0210754,
+    60: 2.0002978,
+    120: 1.9799304,
+    1000: 1.9623391,
+}
 
 
 @pytest.mark.parametrize("df, exact", sorted(EXACT.items()))
@@ -58,14 +69,47 @@ def test_ci95_moves_with_shift_and_scales_with_scale(xs, shift, scale):
 
 
 def _rows():
-    base = dict(run_id="r1", model="opt-tiny", engine="native", dtype="float32", workload="decode",
-                batch_size=1, prompt_tokens=16, new_tokens=32, seq_len=0)
+    base = dict(
+        run_id="r1",
+        model="opt-tiny",
+        engine="native",
+        dtype="float32",
+        workload="decode",
+        batch_size=1,
+        prompt_tokens=16,
+        new_tokens=32,
+        seq_len=0,
+    )
     rows = []
     for rep, (jpt, tps, status, method) in enumerate(
-        [(1.0, 100.0, "ok", "counter"), (2.0, 110.0, "ok", "estimated"), (3.0, 120.0, "ok", "counter"), (99.0, 1.0, "oom", "counter")]
+        [
+            (1.0, 100.0, "ok", "counter"),
+            (2.0, 110.0, "ok", "estimated"),
+            (3.0, 120.0, "ok", "counter"),
+            (99.0, 1.0, "oom", "counter"),
+        ]
     ):
-        rows.append({**base, "repeat": rep, "status": status, "joules_per_token": jpt, "tokens_per_s": tps, "energy_method": method})
-    rows.append({**base, "batch_size": 4, "repeat": 0, "status": "ok", "joules_per_token": 0.5, "tokens_per_s": 400.0, "energy_method": "counter"})
+        rows.append(
+            {
+                **base,
+                "repeat": rep,
+                "status": status,
+                "joules_per_token": jpt,
+                "tokens_per_s": tps,
+                "energy_method": method,
+            }
+        )
+    rows.append(
+        {
+            **base,
+            "batch_size": 4,
+            "repeat": 0,
+            "status": "ok",
+            "joules_per_token": 0.5,
+            "tokens_per_s": 400.0,
+            "energy_method": "counter",
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -87,10 +131,22 @@ def test_summarise_groups_ok_repeats_by_point():
 def test_summarise_columns():
     out = summarise(_rows())
     assert list(out.columns) == [
-        "run_id", "model", "engine", "dtype", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len",
+        "run_id",
+        "model",
+        "engine",
+        "dtype",
+        "workload",
+        "batch_size",
+        "prompt_tokens",
+        "new_tokens",
+        "seq_len",
         "n_repeats",
-        "joules_per_token_mean", "joules_per_token_std", "joules_per_token_ci95",
-        "tokens_per_s_mean", "tokens_per_s_std", "tokens_per_s_ci95",
+        "joules_per_token_mean",
+        "joules_per_token_std",
+        "joules_per_token_ci95",
+        "tokens_per_s_mean",
+        "tokens_per_s_std",
+        "tokens_per_s_ci95",
         "energy_method",
     ]
 

@@ -44,8 +44,9 @@ def test_a_window_after_a_drain_integrates_as_if_nothing_was_forgotten():
 
 def test_meter_set_drains_every_meter_in_time_order():
     meter = CpuEstimateMeter(sample_interval_s=0.01)
-    meter.sampler.add([{"unix_s": 2.0, "component": "cpu", "power_w": 1.0},
-                       {"unix_s": 1.0, "component": "cpu", "power_w": 1.0}])
+    meter.sampler.add(
+        [{"unix_s": 2.0, "component": "cpu", "power_w": 1.0}, {"unix_s": 1.0, "component": "cpu", "power_w": 1.0}]
+    )
     ms = MeterSet([meter])
     assert [r["unix_s"] for r in ms.drain_timeline(before_unix_s=3.0)] == [1.0, 2.0]
     assert ms.timeline() == []
@@ -83,7 +84,9 @@ def test_appends_keep_one_header_and_every_row(tmp_path):
     tl.append([{"unix_s": 2.0, "component": "gpu0", "power_w": 7.5, "sm_clock_mhz": 1980, "window": "k#r0"}])
     rows = _read(path)
     assert [(r["unix_s"], r["component"], r["power_w"], r["sm_clock_mhz"], r["window"]) for r in rows] == [
-        ("1.0", "cpu", "5.0", "", ""), ("2.0", "gpu0", "7.5", "1980", "k#r0")]
+        ("1.0", "cpu", "5.0", "", ""),
+        ("2.0", "gpu0", "7.5", "1980", "k#r0"),
+    ]
     assert tl.rows_written == 2
 
 
@@ -104,11 +107,14 @@ def test_resume_rewrites_a_file_with_the_old_free_form_header(tmp_path):
     assert [(r["unix_s"], r["window"]) for r in _read(path)] == [("1.0", "a#r0"), ("2.0", "")]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"\xff\xfe not text", "damaged power timeline"),
-    (b"unix_s,component,power_w,mystery\n1,cpu,2,3\n", "unexpected columns ['mystery']"),
-    (b"unix_s,component,power_w\n1,cpu,2,3,4\n", "unexpected columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe not text", "damaged power timeline"),
+        (b"unix_s,component,power_w,mystery\n1,cpu,2,3\n", "unexpected columns ['mystery']"),
+        (b"unix_s,component,power_w\n1,cpu,2,3,4\n", "unexpected columns"),
+    ],
+)
 def test_resume_refuses_a_timeline_it_cannot_continue(tmp_path, content, message):
     path = tmp_path / "t.csv"
     path.write_bytes(content)

@@ -19,13 +19,27 @@ EPOCHS, STEPS_PER_EPOCH, LOGGING_STEPS = 2, 4, 3  # 16 sequences in batches of 4
 
 def tiny_trainer(tmp_path, callbacks=(), tokens_seen=True) -> Trainer:
     torch.manual_seed(0)
-    config = OPTConfig(vocab_size=64, hidden_size=16, ffn_dim=32, num_hidden_layers=2, num_attention_heads=2,
-                       word_embed_proj_dim=16, max_position_embeddings=64)
+    config = OPTConfig(
+        vocab_size=64,
+        hidden_size=16,
+        ffn_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        word_embed_proj_dim=16,
+        max_position_embeddings=64,
+    )
     data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(4, 64, (16, 16))]
-    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), num_train_epochs=EPOCHS,
-                             per_device_train_batch_size=4, logging_steps=LOGGING_STEPS, report_to=[],
-                             save_strategy="no", use_cpu=True, disable_tqdm=True,
-                             include_num_input_tokens_seen=tokens_seen)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        num_train_epochs=EPOCHS,
+        per_device_train_batch_size=4,
+        logging_steps=LOGGING_STEPS,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        include_num_input_tokens_seen=tokens_seen,
+    )
     return Trainer(model=OPTForCausalLM(config), args=args, train_dataset=data, callbacks=list(callbacks))
 
 
@@ -50,7 +64,8 @@ def test_energy_per_logging_step_and_epoch_goes_to_the_log_and_a_run_file(tmp_pa
     logs = points["log-interval"].repeats
     # One interval per step log, plus the tail from the last one to the final summary log.
     assert [r.steps for r in logs] == [3, 3, 2] and [r.energy_j for r in logs[:2]] == pytest.approx(
-        [h["energy_j"] for h in step_logs])
+        [h["energy_j"] for h in step_logs]
+    )
     assert [r.tokens for r in logs] == [3 * 64, 3 * 64, 2 * 64]  # 4 sequences of 16 tokens a step
     epochs = points["epoch"].repeats
     assert len(epochs) == EPOCHS == len(energy.epochs) and [r.steps for r in epochs] == [STEPS_PER_EPOCH] * EPOCHS

@@ -6,14 +6,31 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from carbonbench import opt
-from carbonbench.opt.tokenizer import synthetic_prompts
 from carbonbench.opt.card import Architecture
+from carbonbench.opt.tokenizer import synthetic_prompts
 from carbonbench.scenario import Point
-from carbonbench.workloads import Decode, Inputs, Prefill, Train, decode_flops, forward_flops, prefill_flops, train_flops
+from carbonbench.workloads import (
+    Decode,
+    Inputs,
+    Prefill,
+    Train,
+    decode_flops,
+    forward_flops,
+    prefill_flops,
+    train_flops,
+)
 
 PRE = Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=64)
-POST = Architecture(n_layers=2, n_heads=4, d_model=32, ffn_dim=64, vocab_size=300, max_positions=64,
-                    word_embed_proj_dim=16, layer_norm="post")
+POST = Architecture(
+    n_layers=2,
+    n_heads=4,
+    d_model=32,
+    ffn_dim=64,
+    vocab_size=300,
+    max_positions=64,
+    word_embed_proj_dim=16,
+    layer_norm="post",
+)
 
 
 def counted(fn) -> int:
@@ -89,8 +106,15 @@ def test_train_step_learns_and_checkpointing_changes_nothing_but_memory():
     for recompute in (False, True):
         model = opt.build(PRE, seed=0)
         inputs = _inputs(2, 16)
-        train = Train(model, Point("m", "train", 2, seq_len=16), inputs, lambda: None,
-                      lr=1e-2, autocast_dtype=None, recompute=recompute)
+        train = Train(
+            model,
+            Point("m", "train", 2, seq_len=16),
+            inputs,
+            lambda: None,
+            lr=1e-2,
+            autocast_dtype=None,
+            recompute=recompute,
+        )
         assert model.gradient_checkpointing is recompute
         steps = []
         for _ in range(5):
@@ -104,8 +128,15 @@ def test_train_step_learns_and_checkpointing_changes_nothing_but_memory():
 
 def test_flops_per_step_is_the_hardware_figure_and_scales_with_it():
     model = opt.build(PRE, seed=0)
-    train = Train(model, Point("m", "train", 2, seq_len=16), _inputs(2, 16), lambda: None,
-                  lr=1e-2, autocast_dtype=None, recompute=True)
+    train = Train(
+        model,
+        Point("m", "train", 2, seq_len=16),
+        _inputs(2, 16),
+        lambda: None,
+        lr=1e-2,
+        autocast_dtype=None,
+        recompute=True,
+    )
     assert train.flops_per_step == train.hardware_flops_per_step > train.model_flops_per_step
     before = train.hardware_flops_per_step
     train.flops_per_step *= 4  # what the runner does for 4 data-parallel replicas

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from faults import FaultyDisk
 
 from carbonbench import scenario as sc
 from carbonbench.cli import cli
 from carbonbench.files import WriteError, append_bytes, atomic_write_text
 from carbonbench.runfile import JOURNAL_SUFFIX, journal_path, read_journal, read_run
 from carbonbench.runner import Hooks, Runner
-from faults import FaultyDisk
 
 DATA = Path(__file__).parent / "data"
 
@@ -89,10 +89,14 @@ def test_a_disk_that_fills_mid_run_keeps_every_point_and_says_where(tiny_scenari
     (path,) = out.glob("*.json")
     (saved,) = rescue.glob("*.json")
     (line,) = error_lines(result.output)
-    assert line == (f"Error: cannot write {path}: No space left on device (errno 28, ENOSPC); all 3 point(s) "
-                    f"are saved in {saved} instead")
-    assert f"cannot write {journal_path(path)}: No space left on device (errno 28, ENOSPC); 1 point(s) kept in " \
-           "memory" in result.output  # said as it happened, once
+    assert line == (
+        f"Error: cannot write {path}: No space left on device (errno 28, ENOSPC); all 3 point(s) "
+        f"are saved in {saved} instead"
+    )
+    assert (
+        f"cannot write {journal_path(path)}: No space left on device (errno 28, ENOSPC); 1 point(s) kept in "
+        "memory" in result.output
+    )  # said as it happened, once
     rescued = read_run(saved)
     assert rescued.status == "complete" and len(rescued.points) == 3
     assert all(p.ok for p in rescued.points)
@@ -135,8 +139,13 @@ def test_a_run_whose_directory_is_read_only_stops_before_measuring(tiny_scenario
 
 # -- carbonbench report -o and export -o --------------------------------------------------
 @pytest.mark.parametrize("command, name", [("report", "r.html"), ("export", "rows.csv")])
-@pytest.mark.parametrize("fault, status, why", [("read-only", 2, "Read-only file system (errno 30, EROFS)"),
-                                                ("full", 1, "No space left on device (errno 28, ENOSPC)")])
+@pytest.mark.parametrize(
+    "fault, status, why",
+    [
+        ("read-only", 2, "Read-only file system (errno 30, EROFS)"),
+        ("full", 1, "No space left on device (errno 28, ENOSPC)"),
+    ],
+)
 def test_report_and_export_to_a_bad_target_say_so_in_one_line(command, name, fault, status, why, disk, tmp_path):
     target_dir = tmp_path / "target"
     target_dir.mkdir()

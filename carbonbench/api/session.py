@@ -34,7 +34,13 @@ from typing import Any, Optional
 
 from carbonbench import environment
 from carbonbench.api.window import (
-    Measure, Settings, WindowResult, meter_failure, meter_set, result_of, unique_label,
+    Measure,
+    Settings,
+    WindowResult,
+    meter_failure,
+    meter_set,
+    result_of,
+    unique_label,
 )
 from carbonbench.distributed.context import Single
 from carbonbench.errors import MeterError, UserError
@@ -50,15 +56,25 @@ ENGINE = {"name": "custom", "options": {}, "notes": ["your own code, measured wi
 
 def point_key(name: str, batch_size: int, seq_len: int) -> str:
     """A benchmark point's key style (model/workload/b<batch>/s<seq>), sizes only when given."""
-    return "/".join([name, WORKLOAD] + ([f"b{batch_size}"] if batch_size else []) + ([f"s{seq_len}"] if seq_len else []))
+    return "/".join(
+        [name, WORKLOAD] + ([f"b{batch_size}"] if batch_size else []) + ([f"s{seq_len}"] if seq_len else [])
+    )
 
 
 class MeasureSession:
     """Windows of one process into one run file (see the module docstring)."""
 
-    def __init__(self, name: str, *, out: "str | Path" = "results", description: str = "",
-                 idle_baseline_s: float = 0.0, codecarbon: bool = False, save_every_s: float = 5.0,
-                 **settings: Any):
+    def __init__(
+        self,
+        name: str,
+        *,
+        out: "str | Path" = "results",
+        description: str = "",
+        idle_baseline_s: float = 0.0,
+        codecarbon: bool = False,
+        save_every_s: float = 5.0,
+        **settings: Any,
+    ):
         if not isinstance(name, str) or not name.strip():
             raise UserError(f"carbonbench.measure_session: a session needs a non-empty name (got {name!r})")
         self.name, self.description, self.out_dir = name, description, Path(out)
@@ -93,8 +109,9 @@ class MeasureSession:
 
         self.run_file = RunFile.open(self.out_dir, new, fp, resume=False)
         timeline = TimelineFile(self.run_file.timeline_path)
-        session = Session(meter_set(s), Single(s.device), self.run_file,
-                          make_sidecar(s, self.out_dir, Single(s.device)), timeline)
+        session = Session(
+            meter_set(s), Single(s.device), self.run_file, make_sidecar(s, self.out_dir, Single(s.device)), timeline
+        )
         try:
             self._session = session.__enter__()
         except MeterError as exc:  # no meters at all: every window says so; the code still runs
@@ -167,16 +184,25 @@ class MeasureSession:
             "name": self.name,
             "description": self.description,
             "device": str(s.device),
-            "carbon": {"country": s.carbon.country, "region": s.carbon.region,
-                       "grid_g_per_kwh": s.carbon.grid_g_per_kwh, "pue": s.carbon.pue},
+            "carbon": {
+                "country": s.carbon.country,
+                "region": s.carbon.region,
+                "grid_g_per_kwh": s.carbon.grid_g_per_kwh,
+                "pue": s.carbon.pue,
+            },
             "cost": {"usd_per_kwh": s.cost.usd_per_kwh, "usd_per_device_hour": s.cost.usd_per_device_hour},
-            "measurement": {"idle_baseline_s": m.idle_baseline_s, "sample_interval_s": m.sample_interval_s,
-                            "cpu_tdp_w": m.cpu_tdp_w, "codecarbon": m.codecarbon},
+            "measurement": {
+                "idle_baseline_s": m.idle_baseline_s,
+                "sample_interval_s": m.sample_interval_s,
+                "cpu_tdp_w": m.cpu_tdp_w,
+                "codecarbon": m.codecarbon,
+            },
         }
 
     # -- windows ----------------------------------------------------------------------------
-    def measure(self, name: str, *, tokens: Optional[int] = None, steps: int = 1, batch_size: int = 0,
-                seq_len: int = 0) -> Measure:
+    def measure(
+        self, name: str, *, tokens: Optional[int] = None, steps: int = 1, batch_size: int = 0, seq_len: int = 0
+    ) -> Measure:
         """A window of this session (``with`` it, or decorate a function with it)."""
         return Measure(name, self, tokens=tokens, steps=steps, batch_size=batch_size, seq_len=seq_len)
 
@@ -224,31 +250,54 @@ class MeasureSession:
         self._record(window, meas, result, codecarbon, outermost)
         return result
 
-    def _record(self, window: Measure, meas: Optional[Measurement], result: WindowResult,
-                codecarbon: Optional[dict], outermost: bool) -> None:
+    def _record(
+        self,
+        window: Measure,
+        meas: Optional[Measurement],
+        result: WindowResult,
+        codecarbon: Optional[dict],
+        outermost: bool,
+    ) -> None:
         key = point_key(window.name, window.batch_size, window.seq_len)
         point = self._points.get(key)
         new = point is None
         if point is None:
-            point = self._points[key] = PointRecord(key=key, model=window.name, workload=WORKLOAD,
-                                                    batch_size=window.batch_size, seq_len=window.seq_len,
-                                                    started_unix_s=result.start_unix_s)
+            point = self._points[key] = PointRecord(
+                key=key,
+                model=window.name,
+                workload=WORKLOAD,
+                batch_size=window.batch_size,
+                seq_len=window.seq_len,
+                started_unix_s=result.start_unix_s,
+            )
         repeat = len(point.repeats)
-        fields = dict(steps=window.steps, tokens=window.tokens or 0, active_energy_j=result.active_energy_j,
-                      codecarbon=codecarbon, status=result.status)
+        fields = dict(
+            steps=window.steps,
+            tokens=window.tokens or 0,
+            active_energy_j=result.active_energy_j,
+            codecarbon=codecarbon,
+            status=result.status,
+        )
         if meas is not None:
             rep = RepeatRecord.from_measurement(repeat, meas, **fields)
         else:  # unmeasured: its time, and energy None with method none (never a zero)
-            rep = RepeatRecord(repeat=repeat, start_unix_s=result.start_unix_s, duration_s=result.duration_s,
-                               method="none", energy_method="none", **fields)
+            rep = RepeatRecord(
+                repeat=repeat,
+                start_unix_s=result.start_unix_s,
+                duration_s=result.duration_s,
+                method="none",
+                energy_method="none",
+                **fields,
+            )
         point.repeats.append(rep)
         if not result.ok and point.status == "ok":
             point.status, point.error = result.status, result.error
         if outermost and meas is not None and self._session.timeline is not None:
             # A sample is labelled with the outermost window it falls in (the timeline file
             # gives each sample one window, and nested ones would leave gaps in the outer).
-            self._session.timeline.spans.add(meas.start_unix_s, meas.start_unix_s + meas.duration_s,
-                                             window_label(key, repeat))
+            self._session.timeline.spans.add(
+                meas.start_unix_s, meas.start_unix_s + meas.duration_s, window_label(key, repeat)
+            )
         self._dirty = True
         if new:
             point.summary = point_summary(point.repeats)
@@ -275,11 +324,24 @@ class MeasureSession:
         self._last_save, self._dirty = time.monotonic(), False
 
 
-def measure_session(name: str, *, out: "str | Path" = "results", device: Any = "auto", description: str = "",
-                    idle_baseline_s: float = 0.0, codecarbon: bool = False, country: Optional[str] = None,
-                    region: Optional[str] = None, grid_g_per_kwh: Optional[float] = None, pue: float = 1.0,
-                    usd_per_kwh: float = 0.15, usd_per_device_hour: float = 0.0, sample_interval_s: float = 0.1,
-                    cpu_tdp_w: Optional[float] = None, save_every_s: float = 5.0) -> MeasureSession:
+def measure_session(
+    name: str,
+    *,
+    out: "str | Path" = "results",
+    device: Any = "auto",
+    description: str = "",
+    idle_baseline_s: float = 0.0,
+    codecarbon: bool = False,
+    country: Optional[str] = None,
+    region: Optional[str] = None,
+    grid_g_per_kwh: Optional[float] = None,
+    pue: float = 1.0,
+    usd_per_kwh: float = 0.15,
+    usd_per_device_hour: float = 0.0,
+    sample_interval_s: float = 0.1,
+    cpu_tdp_w: Optional[float] = None,
+    save_every_s: float = 5.0,
+) -> MeasureSession:
     """A session of windows written to ``out/<name>-<host>-<time>.json`` (+ ``.timeline.csv``).
 
     ``with`` it, or ``open()`` / ``close(status)`` it. ``idle_baseline_s`` > 0 sleeps that
@@ -287,8 +349,20 @@ def measure_session(name: str, *, out: "str | Path" = "results", device: Any = "
     idle. ``codecarbon`` runs codecarbon's offline tracker alongside (its first start
     takes about a second). The other settings are ``carbonbench.measure``'s.
     """
-    return MeasureSession(name, out=out, description=description, idle_baseline_s=idle_baseline_s,
-                          codecarbon=codecarbon, save_every_s=save_every_s, device=device, country=country,
-                          region=region, grid_g_per_kwh=grid_g_per_kwh, pue=pue, usd_per_kwh=usd_per_kwh,
-                          usd_per_device_hour=usd_per_device_hour, sample_interval_s=sample_interval_s,
-                          cpu_tdp_w=cpu_tdp_w)
+    return MeasureSession(
+        name,
+        out=out,
+        description=description,
+        idle_baseline_s=idle_baseline_s,
+        codecarbon=codecarbon,
+        save_every_s=save_every_s,
+        device=device,
+        country=country,
+        region=region,
+        grid_g_per_kwh=grid_g_per_kwh,
+        pue=pue,
+        usd_per_kwh=usd_per_kwh,
+        usd_per_device_hour=usd_per_device_hour,
+        sample_interval_s=sample_interval_s,
+        cpu_tdp_w=cpu_tdp_w,
+    )

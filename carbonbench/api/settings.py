@@ -39,22 +39,37 @@ class Settings:
         object.__setattr__(self, "grid", self.carbon.intensity(where="carbonbench.measure"))
 
     @classmethod
-    def make(cls, device: "str | torch.device" = "auto", *, country: Optional[str] = None,
-             region: Optional[str] = None, grid_g_per_kwh: Optional[float] = None, pue: float = 1.0,
-             usd_per_kwh: float = 0.15, usd_per_device_hour: float = 0.0, sample_interval_s: float = 0.1,
-             cpu_tdp_w: Optional[float] = None, **measurement: Any) -> "Settings":
+    def make(
+        cls,
+        device: "str | torch.device" = "auto",
+        *,
+        country: Optional[str] = None,
+        region: Optional[str] = None,
+        grid_g_per_kwh: Optional[float] = None,
+        pue: float = 1.0,
+        usd_per_kwh: float = 0.15,
+        usd_per_device_hour: float = 0.0,
+        sample_interval_s: float = 0.1,
+        cpu_tdp_w: Optional[float] = None,
+        **measurement: Any,
+    ) -> "Settings":
         # A scenario's defaults: the USA grid unless an intensity or another country is given.
         if country is None and grid_g_per_kwh is None:
             country = "USA"
         # The scenario loader's own checks (types, bounds, known country and region):
         # a bad setting is one ConfigError naming it, raised where measure() is called.
         where = "carbonbench.measure"
-        carbon = build(CarbonConfig, {"country": country, "region": region, "grid_g_per_kwh": grid_g_per_kwh,
-                                      "pue": pue}, source=where)
-        cost = build(CostConfig, {"usd_per_kwh": usd_per_kwh, "usd_per_device_hour": usd_per_device_hour},
-                     source=where)
-        meas = build(MeasurementConfig, {"sample_interval_s": sample_interval_s, "cpu_tdp_w": cpu_tdp_w,
-                                         **measurement}, source=where)
+        carbon = build(
+            CarbonConfig,
+            {"country": country, "region": region, "grid_g_per_kwh": grid_g_per_kwh, "pue": pue},
+            source=where,
+        )
+        cost = build(CostConfig, {"usd_per_kwh": usd_per_kwh, "usd_per_device_hour": usd_per_device_hour}, source=where)
+        meas = build(
+            MeasurementConfig,
+            {"sample_interval_s": sample_interval_s, "cpu_tdp_w": cpu_tdp_w, **measurement},
+            source=where,
+        )
         return cls(resolve_device(device), meas, carbon, cost)
 
     def co2e_g(self, energy_j: Optional[float]) -> Optional[float]:

@@ -124,8 +124,16 @@ class Measure:
     latest in ``.last``.
     """
 
-    def __init__(self, name: str, owner: Owner, *, tokens: Optional[int] = None, steps: int = 1,
-                 batch_size: int = 0, seq_len: int = 0):
+    def __init__(
+        self,
+        name: str,
+        owner: Owner,
+        *,
+        tokens: Optional[int] = None,
+        steps: int = 1,
+        batch_size: int = 0,
+        seq_len: int = 0,
+    ):
         if not isinstance(name, str) or not name.strip():
             raise UserError(f"carbonbench.measure: a window needs a non-empty name (got {name!r})")
         for key, value in (("tokens", tokens), ("steps", steps), ("batch_size", batch_size), ("seq_len", seq_len)):
@@ -155,8 +163,14 @@ class Measure:
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
         def measured(*args: Any, **kwargs: Any) -> Any:
-            window = Measure(self.name, self.owner, tokens=self.tokens, steps=self.steps,
-                             batch_size=self.batch_size, seq_len=self.seq_len)
+            window = Measure(
+                self.name,
+                self.owner,
+                tokens=self.tokens,
+                steps=self.steps,
+                batch_size=self.batch_size,
+                seq_len=self.seq_len,
+            )
             try:
                 with window:
                     return fn(*args, **kwargs)
@@ -174,58 +188,113 @@ class Measure:
         return self._result
 
     @property
-    def status(self) -> str: return self.result.status
+    def status(self) -> str:
+        return self.result.status
+
     @property
-    def error(self) -> Optional[str]: return self.result.error
+    def error(self) -> Optional[str]:
+        return self.result.error
+
     @property
-    def duration_s(self) -> float: return self.result.duration_s
+    def duration_s(self) -> float:
+        return self.result.duration_s
+
     @property
-    def energy_j(self) -> Optional[float]: return self.result.energy_j
+    def energy_j(self) -> Optional[float]:
+        return self.result.energy_j
+
     @property
-    def method(self) -> str: return self.result.method
+    def method(self) -> str:
+        return self.result.method
+
     @property
-    def components(self) -> Mapping[str, ComponentResult]: return self.result.components
+    def components(self) -> Mapping[str, ComponentResult]:
+        return self.result.components
+
     @property
-    def power_w(self) -> Optional[float]: return self.result.power_w
+    def power_w(self) -> Optional[float]:
+        return self.result.power_w
+
     @property
-    def co2e_g(self) -> Optional[float]: return self.result.co2e_g
+    def co2e_g(self) -> Optional[float]:
+        return self.result.co2e_g
+
     @property
-    def usd(self) -> Optional[float]: return self.result.usd
+    def usd(self) -> Optional[float]:
+        return self.result.usd
+
     @property
-    def grid_g_per_kwh(self) -> float: return self.result.grid_g_per_kwh
+    def grid_g_per_kwh(self) -> float:
+        return self.result.grid_g_per_kwh
+
     @property
-    def grid_source(self) -> str: return self.result.grid_source
+    def grid_source(self) -> str:
+        return self.result.grid_source
+
     @property
-    def flags(self) -> tuple[str, ...]: return self.result.flags
+    def flags(self) -> tuple[str, ...]:
+        return self.result.flags
+
     @property
-    def joules_per_token(self) -> Optional[float]: return self.result.joules_per_token
+    def joules_per_token(self) -> Optional[float]:
+        return self.result.joules_per_token
+
     @property
-    def active_energy_j(self) -> Optional[float]: return self.result.active_energy_j
+    def active_energy_j(self) -> Optional[float]:
+        return self.result.active_energy_j
 
     def __repr__(self) -> str:
         state = "open" if self._open else (repr(self._result) if self._result else "not started")
         return f"Measure({self.name!r}, {state})"
 
 
-def result_of(window: Measure, settings: Settings, meas: Optional[Measurement], status: str,
-              error: Optional[str], *, active_energy_j: Optional[float] = None) -> WindowResult:
+def result_of(
+    window: Measure,
+    settings: Settings,
+    meas: Optional[Measurement],
+    status: str,
+    error: Optional[str],
+    *,
+    active_energy_j: Optional[float] = None,
+) -> WindowResult:
     """The frozen result of a closed window; ``meas`` None when the meters failed."""
     if meas is None:  # the block ran, the meters could not say: time only, energy unknown
         start, duration, energy, method, components, flags = (
-            window.t0_unix_s, time.perf_counter() - window.t0, None, "none", {}, ())
+            window.t0_unix_s,
+            time.perf_counter() - window.t0,
+            None,
+            "none",
+            {},
+            (),
+        )
     else:
-        start, duration, energy, method, flags = (meas.start_unix_s, meas.duration_s, meas.energy_j,
-                                                  meas.method, meas.flags)
+        start, duration, energy, method, flags = (
+            meas.start_unix_s,
+            meas.duration_s,
+            meas.energy_j,
+            meas.method,
+            meas.flags,
+        )
         components = {c.component: ComponentResult(c.kind, c.energy_j, c.method, c.meter) for c in meas.components}
     components = MappingProxyType(components)  # frozen all the way down: a result is a record
     tokens = window.tokens
     return WindowResult(
-        name=window.name, status=status, error=error, start_unix_s=start, duration_s=duration,
-        energy_j=energy, method=method, components=components,
+        name=window.name,
+        status=status,
+        error=error,
+        start_unix_s=start,
+        duration_s=duration,
+        energy_j=energy,
+        method=method,
+        components=components,
         power_w=energy / duration if energy is not None and duration > 0 else None,
-        co2e_g=settings.co2e_g(energy), usd=settings.usd(energy, duration),
-        grid_g_per_kwh=settings.grid.g_per_kwh, grid_source=settings.grid.source, pue=settings.carbon.pue,
-        flags=tuple(flags), tokens=tokens,
+        co2e_g=settings.co2e_g(energy),
+        usd=settings.usd(energy, duration),
+        grid_g_per_kwh=settings.grid.g_per_kwh,
+        grid_source=settings.grid.source,
+        pue=settings.carbon.pue,
+        flags=tuple(flags),
+        tokens=tokens,
         joules_per_token=energy / tokens if energy is not None and tokens else None,
         active_energy_j=active_energy_j,
     )
@@ -315,10 +384,21 @@ class Standalone:
         return result_of(window, self.settings, meas, status, error)
 
 
-def measure(name: str, *, device: "str | torch.device" = "auto", tokens: Optional[int] = None, steps: int = 1,
-            country: Optional[str] = None, region: Optional[str] = None, grid_g_per_kwh: Optional[float] = None,
-            pue: float = 1.0, usd_per_kwh: float = 0.15, usd_per_device_hour: float = 0.0,
-            sample_interval_s: float = 0.1, cpu_tdp_w: Optional[float] = None) -> Measure:
+def measure(
+    name: str,
+    *,
+    device: "str | torch.device" = "auto",
+    tokens: Optional[int] = None,
+    steps: int = 1,
+    country: Optional[str] = None,
+    region: Optional[str] = None,
+    grid_g_per_kwh: Optional[float] = None,
+    pue: float = 1.0,
+    usd_per_kwh: float = 0.15,
+    usd_per_device_hour: float = 0.0,
+    sample_interval_s: float = 0.1,
+    cpu_tdp_w: Optional[float] = None,
+) -> Measure:
     """A measured window around a block (``with``) or every call of a function (decorator).
 
     device: auto (CUDA when torch sees it, else the CPU), cpu, cuda or cuda:N; every GPU
@@ -326,7 +406,15 @@ def measure(name: str, *, device: "str | torch.device" = "auto", tokens: Optiona
     ``country`` (ISO alpha-3) and ``region`` from codecarbon's data, else the USA, as a
     scenario's default. ``tokens`` gives J/token. Bad settings raise ``UserError`` here.
     """
-    settings = Settings.make(device, country=country, region=region, grid_g_per_kwh=grid_g_per_kwh, pue=pue,
-                             usd_per_kwh=usd_per_kwh, usd_per_device_hour=usd_per_device_hour,
-                             sample_interval_s=sample_interval_s, cpu_tdp_w=cpu_tdp_w)
+    settings = Settings.make(
+        device,
+        country=country,
+        region=region,
+        grid_g_per_kwh=grid_g_per_kwh,
+        pue=pue,
+        usd_per_kwh=usd_per_kwh,
+        usd_per_device_hour=usd_per_device_hour,
+        sample_interval_s=sample_interval_s,
+        cpu_tdp_w=cpu_tdp_w,
+    )
     return Measure(name, Standalone(settings), tokens=tokens, steps=steps)

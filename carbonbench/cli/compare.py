@@ -48,20 +48,21 @@ def _load(path: Path, skip_damaged: bool):
         warnings.simplefilter("always")
         try:
             data = load([path], on_error="skip" if skip_damaged else "raise")
-        except UserError as exc:
+        except UserError:
             if not caught:
                 raise
             # Every file of the side was skipped: one line says so, and why the first was.
-            raise UserError(f"{path}: no result files left to compare after skipping the damaged ones "
-                            f"({caught[0].message}{f', and {len(caught) - 1} more' if len(caught) > 1 else ''})"
-                            ) from None
+            raise UserError(
+                f"{path}: no result files left to compare after skipping the damaged ones "
+                f"({caught[0].message}{f', and {len(caught) - 1} more' if len(caught) > 1 else ''})"
+            ) from None
     return data, [str(w.message) for w in caught]
 
 
 def _n(x, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return ""
-    if x != 0 and abs(x) >= 10 ** digits:
+    if x != 0 and abs(x) >= 10**digits:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
@@ -76,33 +77,85 @@ def _win(row, column: str) -> str:
 def render_text(c) -> str:
     from carbonbench.report.compare import METRICS
 
-    out = [c.a.label, f"   runs: {', '.join(c.a.runs)}", f"   priced at: {c.a.settings}",
-           c.b.label, f"   runs: {', '.join(c.b.runs)}", f"   priced at: {c.b.settings}", ""]
+    out = [
+        c.a.label,
+        f"   runs: {', '.join(c.a.runs)}",
+        f"   priced at: {c.a.settings}",
+        c.b.label,
+        f"   runs: {', '.join(c.b.runs)}",
+        f"   priced at: {c.b.settings}",
+        "",
+    ]
     if c.matched.empty:
         out.append("No point was measured on both sides.")
     else:
         perf, money = [], []
         for _, r in c.matched.iterrows():
             what = [r["model"], r["workload"], int(r["batch_size"]), r["sizes"]]
-            perf.append(what + [f"{r['a_dtype']}/{r['b_dtype']}"]
-                        + [v for m in METRICS[:2] for v in (_n(r[f"a_{m.column}"]), _n(r[f"b_{m.column}"]),
-                                                           _n(r[f"{m.column}_ratio"], 3), _win(r, m.column))]
-                        + [f"{r['a_method']}/{r['b_method']}"])
-            money.append(what + [v for m in METRICS[2:] for v in (_n(r[f"a_{m.column}"]), _n(r[f"b_{m.column}"]),
-                                                                   _n(r[f"{m.column}_ratio"], 3), _win(r, m.column))])
+            perf.append(
+                what
+                + [f"{r['a_dtype']}/{r['b_dtype']}"]
+                + [
+                    v
+                    for m in METRICS[:2]
+                    for v in (
+                        _n(r[f"a_{m.column}"]),
+                        _n(r[f"b_{m.column}"]),
+                        _n(r[f"{m.column}_ratio"], 3),
+                        _win(r, m.column),
+                    )
+                ]
+                + [f"{r['a_method']}/{r['b_method']}"]
+            )
+            money.append(
+                what
+                + [
+                    v
+                    for m in METRICS[2:]
+                    for v in (
+                        _n(r[f"a_{m.column}"]),
+                        _n(r[f"b_{m.column}"]),
+                        _n(r[f"{m.column}_ratio"], 3),
+                        _win(r, m.column),
+                    )
+                ]
+            )
         where = ["model", "workload", "batch", "sizes"]
-        out.append(f"Matched points: {len(c.matched)} (ratio = B/A; winner x factor; 'CIs overlap': the 95% intervals cannot tell A from B)")
-        out.append(format_table(where + ["dtype A/B", "A tok/s", "B tok/s", "B/A", "faster",
-                                         "A J/tok", "B J/tok", "B/A", "less energy", "energy method A/B"], perf))
+        out.append(
+            f"Matched points: {len(c.matched)} (ratio = B/A; winner x factor; 'CIs overlap': the 95% intervals cannot tell A from B)"
+        )
+        out.append(
+            format_table(
+                where
+                + [
+                    "dtype A/B",
+                    "A tok/s",
+                    "B tok/s",
+                    "B/A",
+                    "faster",
+                    "A J/tok",
+                    "B J/tok",
+                    "B/A",
+                    "less energy",
+                    "energy method A/B",
+                ],
+                perf,
+            )
+        )
         out.append("")
-        out.append(format_table(where + ["A gCO2e/1M", "B gCO2e/1M", "B/A", "less CO2e",
-                                         "A $/1M", "B $/1M", "B/A", "cheaper"], money))
+        out.append(
+            format_table(
+                where + ["A gCO2e/1M", "B gCO2e/1M", "B/A", "less CO2e", "A $/1M", "B $/1M", "B/A", "cheaper"], money
+            )
+        )
         out.append("gCO2e and $ use each side's own grid, PUE and prices (above).")
         out.append("")
         for s in c.summary():
             tps, jpt = s["tokens_per_s_ratio_geomean"], s["joules_per_token_ratio_geomean"]
-            out.append(f"{s['workload']}: B/A tokens/s x{_n(tps, 3)}, J/token x{_n(jpt, 3)} "
-                       f"(geometric mean over {s['points']} matched point(s))")
+            out.append(
+                f"{s['workload']}: B/A tokens/s x{_n(tps, 3)}, J/token x{_n(jpt, 3)} "
+                f"(geometric mean over {s['points']} matched point(s))"
+            )
     for title, frame in ((f"Only in {c.a.label}", c.only_a), (f"Only in {c.b.label}", c.only_b)):
         if not frame.empty:
             out.append("")
@@ -112,7 +165,9 @@ def render_text(c) -> str:
         out.append("")
         out.append(f"On both sides but failed on one: {len(c.failed)} point(s)")
         for _, r in c.failed.iterrows():
-            out.append(f"  - {r['label']}: A {r['a_status']}{_err(r['a_error'])}; B {r['b_status']}{_err(r['b_error'])}")
+            out.append(
+                f"  - {r['label']}: A {r['a_status']}{_err(r['a_error'])}; B {r['b_status']}{_err(r['b_error'])}"
+            )
     return "\n".join(out)
 
 

@@ -8,8 +8,13 @@ from carbonbench.cli.output import chosen_format, echo_json, format_option, json
 
 
 @click.command()
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="The device whose meters to show.")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="The device whose meters to show.",
+)
 @format_option("Output format (default text).", default=None)
 @json_alias_option
 def env(device: str, fmt: str | None, as_json: bool) -> None:
@@ -34,7 +39,9 @@ def env(device: str, fmt: str | None, as_json: bool) -> None:
             continue
         click.echo(f"{key:>20}: {value}")
     for gpu in info["gpus"]:
-        click.echo(f"{'gpu':>20}: {gpu['index']}: {gpu['name']}, {gpu['memory_bytes'] / 2**30:.1f} GiB, sm {gpu['compute_capability']}")
+        click.echo(
+            f"{'gpu':>20}: {gpu['index']}: {gpu['name']}, {gpu['memory_bytes'] / 2**30:.1f} GiB, sm {gpu['compute_capability']}"
+        )
     _echo_nvml(info["nvml"])
     click.echo("meters:")
     for m in info["meters"]:
@@ -46,8 +53,10 @@ def _echo_nvml(facts: dict) -> None:
     if not facts.get("available"):
         click.echo(f"{'nvml':>20}: not available ({facts.get('reason')})")
         return
-    click.echo(f"{'nvml':>20}: driver {facts.get('driver_version')}, CUDA driver {facts.get('cuda_driver_version')}, "
-               f"NVML {facts.get('nvml_version')}")
+    click.echo(
+        f"{'nvml':>20}: driver {facts.get('driver_version')}, CUDA driver {facts.get('cuda_driver_version')}, "
+        f"NVML {facts.get('nvml_version')}"
+    )
     for d in facts.get("devices", []):
         if "error" in d:
             click.echo(f"{'nvml gpu':>20}: {d['nvml_index']}: {d['error']}")

@@ -72,36 +72,88 @@ COUNT = count(max=MAX_DEVICES)
 def facility_options(func):
     """Grid, PUE, prices and embodied carbon: the flags every estimate shares."""
     options = [
-        click.option("--country", default=None,
-                     help="Grid by country: ISO 3166-1 alpha-3 code from codecarbon's data (FRA, USA, IND...)."),
-        click.option("--region", default=None,
-                     help="Grid by region within --country, where codecarbon has regions "
-                          "(US states, Canadian provinces, Chinese provinces, Nordic zones)."),
-        click.option("--grid-g-per-kwh", type=non_negative(max=1e5), default=None,
-                     help="Grid carbon intensity given explicitly, gCO2e/kWh (instead of --country)."),
-        click.option("--pue", type=click.FloatRange(min=1.0, max=100), default=None,
-                     help="Power usage effectiveness of the facility (>= 1.0). Default 1.0, or the results' own."),
-        click.option("--usd-per-kwh", type=non_negative(max=1e4), default=None,
-                     help="Electricity price, $/kWh. Default 0.15, or the results' own."),
-        click.option("--usd-per-device-hour", type=non_negative(max=1e6), default=None,
-                     help="Device rental price, $/device-hour. Default 0, or the results' own."),
-        click.option("--embodied", is_flag=True,
-                     help="Add embodied (manufacturing) carbon, shown separately, amortised per device-hour."),
-        click.option("--embodied-kgco2e", type=positive(max=1e7), default=None,
-                     help="Embodied kgCO2e per device (implies --embodied). Default: the hardware table's figure."),
-        click.option("--embodied-source", default=None,
-                     help="Where --embodied-kgco2e comes from, shown with the result."),
-        click.option("--lifetime-years", type=click.FloatRange(min=0.01, max=100), default=None,
-                     help="Device lifetime for amortising embodied carbon (default 6, as in the BLOOM paper)."),
-        click.option("--utilisation", type=click.FloatRange(min=1e-3, max=1), default=None,
-                     help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper)."),
-        click.option("--hardware-file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE)."),
-        click.option("--host-w-per-device", type=non_negative(max=WATTS), default=None,
-                     help="Host power (CPUs, memory, network) per device, W, drawn for every device-hour."),
-        click.option("--host-w-per-node", type=non_negative(max=100 * WATTS), default=None,
-                     help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device."),
-        click.option("--devices-per-node", type=count(max=10**6), default=None, help="Per node, for --host-w-per-node."),
+        click.option(
+            "--country",
+            default=None,
+            help="Grid by country: ISO 3166-1 alpha-3 code from codecarbon's data (FRA, USA, IND...).",
+        ),
+        click.option(
+            "--region",
+            default=None,
+            help="Grid by region within --country, where codecarbon has regions "
+            "(US states, Canadian provinces, Chinese provinces, Nordic zones).",
+        ),
+        click.option(
+            "--grid-g-per-kwh",
+            type=non_negative(max=1e5),
+            default=None,
+            help="Grid carbon intensity given explicitly, gCO2e/kWh (instead of --country).",
+        ),
+        click.option(
+            "--pue",
+            type=click.FloatRange(min=1.0, max=100),
+            default=None,
+            help="Power usage effectiveness of the facility (>= 1.0). Default 1.0, or the results' own.",
+        ),
+        click.option(
+            "--usd-per-kwh",
+            type=non_negative(max=1e4),
+            default=None,
+            help="Electricity price, $/kWh. Default 0.15, or the results' own.",
+        ),
+        click.option(
+            "--usd-per-device-hour",
+            type=non_negative(max=1e6),
+            default=None,
+            help="Device rental price, $/device-hour. Default 0, or the results' own.",
+        ),
+        click.option(
+            "--embodied",
+            is_flag=True,
+            help="Add embodied (manufacturing) carbon, shown separately, amortised per device-hour.",
+        ),
+        click.option(
+            "--embodied-kgco2e",
+            type=positive(max=1e7),
+            default=None,
+            help="Embodied kgCO2e per device (implies --embodied). Default: the hardware table's figure.",
+        ),
+        click.option(
+            "--embodied-source", default=None, help="Where --embodied-kgco2e comes from, shown with the result."
+        ),
+        click.option(
+            "--lifetime-years",
+            type=click.FloatRange(min=0.01, max=100),
+            default=None,
+            help="Device lifetime for amortising embodied carbon (default 6, as in the BLOOM paper).",
+        ),
+        click.option(
+            "--utilisation",
+            type=click.FloatRange(min=1e-3, max=1),
+            default=None,
+            help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper).",
+        ),
+        click.option(
+            "--hardware-file",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE).",
+        ),
+        click.option(
+            "--host-w-per-device",
+            type=non_negative(max=WATTS),
+            default=None,
+            help="Host power (CPUs, memory, network) per device, W, drawn for every device-hour.",
+        ),
+        click.option(
+            "--host-w-per-node",
+            type=non_negative(max=100 * WATTS),
+            default=None,
+            help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device.",
+        ),
+        click.option(
+            "--devices-per-node", type=count(max=10**6), default=None, help="Per node, for --host-w-per-node."
+        ),
         format_option("Output format; JSON keys carry their units."),
     ]
     for option in reversed(options):
@@ -111,32 +163,73 @@ def facility_options(func):
 
 @click.command()
 @click.option("--model", default=None, help="Model card name or YAML path (e.g. opt-175b): gives the architecture.")
-@click.option("--params", type=Amount(integer=True, max=1e15), default=None,
-              help="Parameter count N, instead of --model (e.g. 175e9); needs --layers, --d-model, --seq-len.")
+@click.option(
+    "--params",
+    type=Amount(integer=True, max=1e15),
+    default=None,
+    help="Parameter count N, instead of --model (e.g. 175e9); needs --layers, --d-model, --seq-len.",
+)
 @click.option("--layers", type=count(max=MAX_LAYERS), default=None, help="Transformer layers, with --params.")
 @click.option("--d-model", type=count(max=MAX_WIDTH), default=None, help="Model width (heads x head), with --params.")
-@click.option("--seq-len", type=count(max=MAX_POSITIONS), default=None,
-              help="Training sequence length (attention FLOPs grow with it). Default with --model: the card's context.")
-@click.option("--tokens", type=Amount(max=1e18), default=None,
-              help="Training tokens D (e.g. 300e9). Default: the card's published figure, if any.")
+@click.option(
+    "--seq-len",
+    type=count(max=MAX_POSITIONS),
+    default=None,
+    help="Training sequence length (attention FLOPs grow with it). Default with --model: the card's context.",
+)
+@click.option(
+    "--tokens",
+    type=Amount(max=1e18),
+    default=None,
+    help="Training tokens D (e.g. 300e9). Default: the card's published figure, if any.",
+)
 @click.option("--hardware", default=None, help="Device kind from the hardware table (e.g. a100-80gb, h100-sxm).")
 @click.option("--devices", type=COUNT, default=None, help="Number of devices.")
-@click.option("--mfu", type=click.FloatRange(min=1e-6, max=1), default=None,
-              help="Model FLOPs utilisation: model FLOPs per second / the device's dense bf16 peak (0-1).")
-@click.option("--achieved-tflops", type=click.FloatRange(min=1e-6, max=1e6), default=None,
-              help="Achieved hardware TFLOP/s per device, recomputation counted with --recompute (as OPT and BLOOM "
-                   "published theirs), instead of --mfu.")
-@click.option("--recompute", is_flag=True,
-              help="Activation recomputation: hardware FLOPs add one forward of every layer; model FLOPs do not change.")
-@click.option("--device-power-w", type=positive(max=WATTS), default=None,
-              help="Average power per device, W. Default: the hardware's mean power if its file gives one, else its TDP.")
+@click.option(
+    "--mfu",
+    type=click.FloatRange(min=1e-6, max=1),
+    default=None,
+    help="Model FLOPs utilisation: model FLOPs per second / the device's dense bf16 peak (0-1).",
+)
+@click.option(
+    "--achieved-tflops",
+    type=click.FloatRange(min=1e-6, max=1e6),
+    default=None,
+    help="Achieved hardware TFLOP/s per device, recomputation counted with --recompute (as OPT and BLOOM "
+    "published theirs), instead of --mfu.",
+)
+@click.option(
+    "--recompute",
+    is_flag=True,
+    help="Activation recomputation: hardware FLOPs add one forward of every layer; model FLOPs do not change.",
+)
+@click.option(
+    "--device-power-w",
+    type=positive(max=WATTS),
+    default=None,
+    help="Average power per device, W. Default: the hardware's mean power if its file gives one, else its TDP.",
+)
 @click.option("--hours", type=positive(max=1e6), default=None, help="Wall-clock hours (power mode, with --devices).")
-@click.option("--device-hours", type=Amount(max=1e12), default=None,
-              help="Device-hours, as footprint papers publish them (power mode, instead of --devices and --hours).")
-@click.option("--from", "results", type=click.Path(exists=True), default=None,
-              help="Results file or directory: the MFU measured there (training) or the point to serve (inference).")
-@click.option("--select", "selects", multiple=True, metavar="KEY=VALUE",
-              help="Pick one point of --from by a column, e.g. --select batch_size=8 (repeatable).")
+@click.option(
+    "--device-hours",
+    type=Amount(max=1e12),
+    default=None,
+    help="Device-hours, as footprint papers publish them (power mode, instead of --devices and --hours).",
+)
+@click.option(
+    "--from",
+    "results",
+    type=click.Path(exists=True),
+    default=None,
+    help="Results file or directory: the MFU measured there (training) or the point to serve (inference).",
+)
+@click.option(
+    "--select",
+    "selects",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Pick one point of --from by a column, e.g. --select batch_size=8 (repeatable).",
+)
 @click.option("--requests-per-day", type=Amount(max=1e15), default=None, help="Inference load: requests per day.")
 @click.option("--tokens-per-request", type=Amount(max=1e9), default=None, help="Inference load: tokens per request.")
 @facility_options
@@ -202,8 +295,11 @@ def _mode(opts: dict) -> str:
     if _given(opts, "host_w_per_node") and _given(opts, "host_w_per_device"):
         raise click.UsageError("--host-w-per-device and --host-w-per-node cannot be used together: give one")
     if any(_given(opts, n) for n in _INFERENCE_ONLY):
-        _conflict(opts, _TRAINING_ONLY + _HOST + ("hours", "device_hours", "devices", "device_power_w", "hardware"),
-                  "in inference mode (--requests-per-day): the measured point fixes the model, devices and power")
+        _conflict(
+            opts,
+            _TRAINING_ONLY + _HOST + ("hours", "device_hours", "devices", "device_power_w", "hardware"),
+            "in inference mode (--requests-per-day): the measured point fixes the model, devices and power",
+        )
         missing = [_flag(n) for n in ("results",) + _INFERENCE_ONLY if not _given(opts, n)]
         if missing:
             raise click.UsageError(f"inference mode needs {', '.join(missing)}")
@@ -245,6 +341,7 @@ def _mode(opts: dict) -> str:
 
 # ---- the three modes --------------------------------------------------------------------
 
+
 def grid_from(opts: dict, *, default: bool = True):
     """The grid the flags name; with none, CarbonConfig's default country (said so) or None."""
     from carbonbench.carbon import CarbonConfig
@@ -267,12 +364,17 @@ def facility_from(opts: dict):
 
     defaults = CostConfig()
     kwh, hour, pue = opts.get("usd_per_kwh"), opts.get("usd_per_device_hour"), opts.get("pue")
-    cost = CostConfig(defaults.usd_per_kwh if kwh is None else kwh,
-                      defaults.usd_per_device_hour if hour is None else hour)
+    cost = CostConfig(
+        defaults.usd_per_kwh if kwh is None else kwh, defaults.usd_per_device_hour if hour is None else hour
+    )
     notes = [f"{what} default" for what, v in (("$/kWh", kwh), ("$/device-hour", hour)) if v is None]
     return Facility(
-        grid=grid_from(opts), pue=1.0 if pue is None else pue, cost=cost, embodied=_embodied(opts),
-        pue_note="default" if pue is None else "given", cost_note=", ".join(notes),
+        grid=grid_from(opts),
+        pue=1.0 if pue is None else pue,
+        cost=cost,
+        embodied=_embodied(opts),
+        pue_note="default" if pue is None else "given",
+        cost_note=", ".join(notes),
     )
 
 
@@ -351,27 +453,50 @@ def _training(opts: dict):
     if opts.get("achieved_tflops") is not None:
         achieved, source = opts["achieved_tflops"] * 1e12, "given with --achieved-tflops"
     if opts.get("results"):
-        point = select_point(_load_results(opts), source=str(opts["results"]), workloads=("train",),
-                             select=_selection(opts), hardware_file=opts.get("hardware_file"))
+        point = select_point(
+            _load_results(opts),
+            source=str(opts["results"]),
+            workloads=("train",),
+            select=_selection(opts),
+            hardware_file=opts.get("hardware_file"),
+        )
         mfu = point.mfu
         if mfu is None:
-            why = ("its results predate model FLOPs (they record hardware FLOPs only, so only an HFU)"
-                   if point.hfu is not None else
-                   "it needs a 16-bit run on a device in the hardware table (CPU and fp32 runs have none)")
-            raise UserError(f"{opts['results']}: no MFU for {point.description}: {why}; give --mfu or --achieved-tflops")
+            why = (
+                "its results predate model FLOPs (they record hardware FLOPs only, so only an HFU)"
+                if point.hfu is not None
+                else "it needs a 16-bit run on a device in the hardware table (CPU and fp32 runs have none)"
+            )
+            raise UserError(
+                f"{opts['results']}: no MFU for {point.description}: {why}; give --mfu or --achieved-tflops"
+            )
         source = f"measured: {point.description}"
         if hardware is None:
             hardware = point.hardware
         elif hardware.name != point.hardware.name:
-            notes.append(f"the MFU measured on {point.hardware.description} is assumed to hold on "
-                         f"{hardware.description}")
-        notes.append(f"the MFU of the measured {point.model} step is assumed to hold for the whole "
-                     f"{model or 'model'} job")
+            notes.append(
+                f"the MFU measured on {point.hardware.description} is assumed to hold on {hardware.description}"
+            )
+        notes.append(
+            f"the MFU of the measured {point.model} step is assumed to hold for the whole {model or 'model'} job"
+        )
     result = estimate_training(
-        arch=arch, params=params, layers=opts.get("layers"), d_model=opts.get("d_model"), seq_len=opts.get("seq_len"),
-        tokens=tokens, hardware=hardware, devices=opts["devices"], facility=facility, mfu=mfu,
-        achieved_flops_per_s=achieved, throughput_source=source, device_power_w=opts.get("device_power_w"),
-        host=host_from(opts), recompute=opts["recompute"], model=model,
+        arch=arch,
+        params=params,
+        layers=opts.get("layers"),
+        d_model=opts.get("d_model"),
+        seq_len=opts.get("seq_len"),
+        tokens=tokens,
+        hardware=hardware,
+        devices=opts["devices"],
+        facility=facility,
+        mfu=mfu,
+        achieved_flops_per_s=achieved,
+        throughput_source=source,
+        device_power_w=opts.get("device_power_w"),
+        host=host_from(opts),
+        recompute=opts["recompute"],
+        model=model,
     )
     return dataclasses.replace(result, assumptions=tuple(notes) + result.assumptions)
 
@@ -381,20 +506,38 @@ def _power(opts: dict):
     from carbonbench.hardware import get_hardware
 
     hardware = get_hardware(opts["hardware"], opts.get("hardware_file")) if opts.get("hardware") else None
-    return estimate_power(devices=opts.get("devices"), hours=opts.get("hours"), device_hours=opts.get("device_hours"),
-                          facility=facility_from(opts), device_power_w=opts.get("device_power_w"), hardware=hardware,
-                          host=host_from(opts))
+    return estimate_power(
+        devices=opts.get("devices"),
+        hours=opts.get("hours"),
+        device_hours=opts.get("device_hours"),
+        facility=facility_from(opts),
+        device_power_w=opts.get("device_power_w"),
+        hardware=hardware,
+        host=host_from(opts),
+    )
 
 
 def _inference(opts: dict):
     from carbonbench.measured import estimate_inference, facility_for_point, select_point
 
-    point = select_point(_load_results(opts), source=str(opts["results"]),
-                         workloads=("prefill", "decode"), select=_selection(opts),
-                         hardware_file=opts.get("hardware_file"))
-    facility = facility_for_point(
-        point, grid=grid_from(opts, default=False), pue=opts.get("pue"), usd_per_kwh=opts.get("usd_per_kwh"),
-        usd_per_device_hour=opts.get("usd_per_device_hour"), embodied=_embodied(opts),
+    point = select_point(
+        _load_results(opts),
+        source=str(opts["results"]),
+        workloads=("prefill", "decode"),
+        select=_selection(opts),
+        hardware_file=opts.get("hardware_file"),
     )
-    return estimate_inference(point, requests_per_day=opts["requests_per_day"],
-                              tokens_per_request=opts["tokens_per_request"], facility=facility)
+    facility = facility_for_point(
+        point,
+        grid=grid_from(opts, default=False),
+        pue=opts.get("pue"),
+        usd_per_kwh=opts.get("usd_per_kwh"),
+        usd_per_device_hour=opts.get("usd_per_device_hour"),
+        embodied=_embodied(opts),
+    )
+    return estimate_inference(
+        point,
+        requests_per_day=opts["requests_per_day"],
+        tokens_per_request=opts["tokens_per_request"],
+        facility=facility,
+    )

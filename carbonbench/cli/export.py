@@ -10,13 +10,28 @@ import click
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default=None,
-              help="Table format. Default: from the -o suffix (.csv, .parquet), else csv.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write. Default: CSV on standard output (Parquet needs a file).")
-@click.option("--what", type=click.Choice(["rows", "points"]), default="rows", show_default=True,
-              help="rows: one row per point and repeat, with carbon and cost columns (results.load); "
-                   "points: one row per point, mean, std and 95% CI half-width (results.summarise).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    default=None,
+    help="Table format. Default: from the -o suffix (.csv, .parquet), else csv.",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write. Default: CSV on standard output (Parquet needs a file).",
+)
+@click.option(
+    "--what",
+    type=click.Choice(["rows", "points"]),
+    default="rows",
+    show_default=True,
+    help="rows: one row per point and repeat, with carbon and cost columns (results.load); "
+    "points: one row per point, mean, std and 95% CI half-width (results.summarise).",
+)
 @click.option("--skip-damaged", is_flag=True, help="Skip unreadable result files with a warning instead of failing.")
 def export(results: tuple[Path, ...], fmt: str | None, out: Path | None, what: str, skip_damaged: bool) -> None:
     """Write result files or directories (any number, any machines) as one table.

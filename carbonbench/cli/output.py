@@ -17,8 +17,9 @@ FORMATS = ("text", "json")
 
 def format_option(help_text: str = "Output format.", default: str | None = "text"):
     """--format text|json; ``default=None`` lets a command tell "not given" apart (for --json)."""
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=default,
-                        show_default=default is not None, help=help_text)
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default=default, show_default=default is not None, help=help_text
+    )
 
 
 def json_alias_option(func):

@@ -10,8 +10,13 @@ import click
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="HTML file to write. Default: reports/<scenario>.html.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write. Default: reports/<scenario>.html.",
+)
 @click.option("--title", default=None, help="The report's title (default: 'carbonbench report').")
 @click.option("--skip-damaged", is_flag=True, help="Skip unreadable result files with a warning instead of failing.")
 def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_damaged: bool) -> None:

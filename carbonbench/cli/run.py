@@ -16,28 +16,71 @@ from carbonbench.errors import UserError
 
 @click.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path), metavar="SOURCE")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Directory for the run file (JSON) and its power timeline (CSV).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="Override the scenario's device (auto picks CUDA when present).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Directory for the run file (JSON) and its power timeline (CSV).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="Override the scenario's device (auto picks CUDA when present).",
+)
 @click.option("--quick", is_flag=True, help="Short windows and 2 repeats: a smoke run, not figures to publish.")
-@click.option("--resume", is_flag=True, help="Continue the latest run of this scenario in --out, skipping points already measured.")
-@click.option("--nproc-per-node", type=click.IntRange(min=1), default=None,
-              help="Run under torchrun with N processes on this node, one per GPU: FSDP2 training, tensor-parallel "
-                   "or replicated inference, energy summed over ranks (docs/distributed.md). The same as "
-                   "`torchrun --nproc-per-node N -m carbonbench run SOURCE ...`.")
-@click.option("--nnodes", default="1", show_default=True,
-              help="Nodes in the job (torchrun's --nnodes); start this same command on every node.")
-@click.option("--node-rank", type=click.IntRange(min=0), default=None,
-              help="This node's index, for a fixed node order (torchrun's static rendezvous: --rdzv-endpoint is then "
-                   "node 0's HOST:PORT). Leave out to let the nodes agree on ranks themselves.")
-@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT",
-              help="Where the nodes meet (torchrun's c10d rendezvous): an address of the first node and a free port. "
-                   "Needed with --nnodes above 1.")
-@click.option("--rdzv-id", default=None,
-              help="Job id shared by every node of one run (default: $SLURM_JOB_ID, else 'carbonbench').")
-def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bool, nproc_per_node: int | None,
-        nnodes: str, node_rank: int | None, rdzv_endpoint: str | None, rdzv_id: str | None) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the latest run of this scenario in --out, skipping points already measured.",
+)
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run under torchrun with N processes on this node, one per GPU: FSDP2 training, tensor-parallel "
+    "or replicated inference, energy summed over ranks (docs/distributed.md). The same as "
+    "`torchrun --nproc-per-node N -m carbonbench run SOURCE ...`.",
+)
+@click.option(
+    "--nnodes",
+    default="1",
+    show_default=True,
+    help="Nodes in the job (torchrun's --nnodes); start this same command on every node.",
+)
+@click.option(
+    "--node-rank",
+    type=click.IntRange(min=0),
+    default=None,
+    help="This node's index, for a fixed node order (torchrun's static rendezvous: --rdzv-endpoint is then "
+    "node 0's HOST:PORT). Leave out to let the nodes agree on ranks themselves.",
+)
+@click.option(
+    "--rdzv-endpoint",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where the nodes meet (torchrun's c10d rendezvous): an address of the first node and a free port. "
+    "Needed with --nnodes above 1.",
+)
+@click.option(
+    "--rdzv-id",
+    default=None,
+    help="Job id shared by every node of one run (default: $SLURM_JOB_ID, else 'carbonbench').",
+)
+def run(
+    source: Path,
+    out_dir: Path,
+    device: str | None,
+    quick: bool,
+    resume: bool,
+    nproc_per_node: int | None,
+    nnodes: str,
+    node_rank: int | None,
+    rdzv_endpoint: str | None,
+    rdzv_id: str | None,
+) -> None:
     """Measure every point of a scenario (YAML), or re-run one recorded in a result file (JSON).
 
     SOURCE is a scenario file, a result file, or the name of a scenario shipped with
@@ -59,8 +102,9 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
     try:
         with interrupts():
             phase("startup")
-            _run(state, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint,
-                 rdzv_id)
+            _run(
+                state, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id
+            )
     except Interrupted as exc:
         run_file = getattr(state["runner"], "run_file", None)
         if state["writer"]:
@@ -71,19 +115,44 @@ def run(source: Path, out_dir: Path, device: str | None, quick: bool, resume: bo
         sys.exit(exc.exit_code)
 
 
-def _run(state: dict, source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank,
-         rdzv_endpoint, rdzv_id) -> None:
+def _run(
+    state: dict,
+    source: Path,
+    out_dir: Path,
+    device,
+    quick,
+    resume,
+    nproc_per_node,
+    nnodes,
+    node_rank,
+    rdzv_endpoint,
+    rdzv_id,
+) -> None:
     from carbonbench.distributed import DistributedFailure, launched_by_torchrun
     from carbonbench.files import WriteError
 
     scenario = _load_source(source)
     _check_out_dir(out_dir)
     if not launched_by_torchrun() and nproc_per_node is not None:
-        sys.exit(_launch(scenario, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank,
-                         rdzv_endpoint, rdzv_id))
+        sys.exit(
+            _launch(
+                scenario,
+                source,
+                out_dir,
+                device,
+                quick,
+                resume,
+                nproc_per_node,
+                nnodes,
+                node_rank,
+                rdzv_endpoint,
+                rdzv_id,
+            )
+        )
     if not launched_by_torchrun() and (nnodes != "1" or node_rank is not None or rdzv_endpoint or rdzv_id):
         raise UserError("--nnodes, --node-rank, --rdzv-endpoint and --rdzv-id need --nproc-per-node")
     from carbonbench.runner import Hooks, Runner
+
     # Under torchrun: join the job. Rank 0 alone prints and writes; the others stay quiet.
     dist = _join_job(scenario, device) if launched_by_torchrun() else None
     writer = state["writer"] = dist is None or dist.is_writer
@@ -103,12 +172,19 @@ def _run(state: dict, source: Path, out_dir: Path, device, quick, resume, nproc_
         bar.update(0, msg)
 
     hooks = Hooks(log=log)
-    runner = state["runner"] = Runner(scenario, out_dir, device=device, quick_run=quick, resume=resume,
-                                      source=str(source), hooks=hooks, dist=dist)
+    runner = state["runner"] = Runner(
+        scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks, dist=dist
+    )
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
-    log(f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}")
-    with click.progressbar(length=len(runner.points), label="measuring", file=sys.stderr if writer else io.StringIO(),
-                           item_show_func=lambda item: _shown(item)) as bar:
+    log(
+        f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}"
+    )
+    with click.progressbar(
+        length=len(runner.points),
+        label="measuring",
+        file=sys.stderr if writer else io.StringIO(),
+        item_show_func=lambda item: _shown(item),
+    ) as bar:
         if writer and sys.stderr.isatty():  # off a terminal click prints the label once, and messages go below it
             drawn["bar"] = bar
         hooks.point_done = lambda point, record: bar.update(1, f"{point.key} [{record.status}]")
@@ -135,8 +211,19 @@ def _run(state: dict, source: Path, out_dir: Path, device, quick, resume, nproc_
         sys.exit(1)
 
 
-def _launch(scenario, source: Path, out_dir: Path, device, quick, resume, nproc_per_node, nnodes, node_rank,
-            rdzv_endpoint, rdzv_id) -> int:
+def _launch(
+    scenario,
+    source: Path,
+    out_dir: Path,
+    device,
+    quick,
+    resume,
+    nproc_per_node,
+    nnodes,
+    node_rank,
+    rdzv_endpoint,
+    rdzv_id,
+) -> int:
     """Start this same run under torchrun (in this process); the exit status."""
     from carbonbench.distributed.launch import check_devices, launch, torchrun_args, worker_args
 
@@ -199,29 +286,47 @@ def _shipped_scenario(source: Path) -> Path:
 
     from carbonbench.config import closest
 
-    shipped = {p.name.removesuffix(".yaml"): p for p in resources.files("carbonbench.scenarios").iterdir()
-               if p.name.endswith(".yaml")}
+    shipped = {
+        p.name.removesuffix(".yaml"): p
+        for p in resources.files("carbonbench.scenarios").iterdir()
+        if p.name.endswith(".yaml")
+    }
     name = str(source)
     if name in shipped:
         return Path(str(shipped[name]))
-    raise UserError(f"{source}: expected a scenario (.yaml), a result file (.json) or the name of a shipped "
-                    f"scenario{closest(name, shipped)} ({', '.join(sorted(shipped))})")
+    raise UserError(
+        f"{source}: expected a scenario (.yaml), a result file (.json) or the name of a shipped "
+        f"scenario{closest(name, shipped)} ({', '.join(sorted(shipped))})"
+    )
 
 
 def _summary(run) -> None:
     """The run's points, one line each, from the summaries stored with them."""
     table = []
     for p in run.points:
-        sizes = {"prefill": f"p{p.prompt_tokens}", "decode": f"p{p.prompt_tokens}+{p.new_tokens}",
-                 "train": f"s{p.seq_len}"}.get(p.workload, "")
+        sizes = {
+            "prefill": f"p{p.prompt_tokens}",
+            "decode": f"p{p.prompt_tokens}+{p.new_tokens}",
+            "train": f"s{p.seq_len}",
+        }.get(p.workload, "")
         ok = [r for r in p.ok_repeats if r.tokens]
         if not ok:
             table.append([p.model, p.workload, p.batch_size, sizes, p.status, "", "", ""])
             continue
         summary = p.summary or {}
         tps, jpt = (summary.get(k, {}).get("mean") for k in ("tokens_per_s", "joules_per_token"))
-        table.append([p.model, p.workload, p.batch_size, sizes, "ok" if p.ok else p.status, _figure(tps, ",.1f"),
-                      _figure(jpt, ".4g"), _method(ok)])
+        table.append(
+            [
+                p.model,
+                p.workload,
+                p.batch_size,
+                sizes,
+                "ok" if p.ok else p.status,
+                _figure(tps, ",.1f"),
+                _figure(jpt, ".4g"),
+                _method(ok),
+            ]
+        )
     print_table(["model", "workload", "batch", "sizes", "status", "tokens/s", "J/token", "energy method"], table)
 
 

@@ -40,29 +40,36 @@ def combine(
     for meas, info, extra in zip(measurements, ranks, extras):
         mine = [c for c in (_rename(c, info) for c in meas.components) if c is not None]
         components.extend(mine)
-        rank_rows.append({
-            "rank": info.rank,
-            "node": info.node,
-            "local_rank": info.local_rank,
-            "device": info.device,
-            "start_unix_s": meas.start_unix_s,
-            "duration_s": meas.duration_s,
-            "energy_j": _sum(c.energy_j for c in mine),
-            "components": [c.component for c in mine],
-            **extra,
-        })
+        rank_rows.append(
+            {
+                "rank": info.rank,
+                "node": info.node,
+                "local_rank": info.local_rank,
+                "device": info.device,
+                "start_unix_s": meas.start_unix_s,
+                "duration_s": meas.duration_s,
+                "energy_j": _sum(c.energy_j for c in mine),
+                "components": [c.component for c in mine],
+                **extra,
+            }
+        )
     node_rows = []
     for node in sorted({r.node for r in ranks}):
         members = [r for r in ranks if r.node == node]
         names = {name for row in rank_rows if row["node"] == node for name in row["components"]}
         parts = [c for c in components if c.component in names]
-        node_rows.append({
-            "node": node,
-            "hostname": members[0].hostname,
-            "ranks": [r.rank for r in members],
-            "energy_j": _sum(c.energy_j for c in parts),
-            **{f"{kind}_energy_j": _sum(c.energy_j for c in parts if c.kind == kind) for kind in ("gpu", "cpu", "dram")},
-        })
+        node_rows.append(
+            {
+                "node": node,
+                "hostname": members[0].hostname,
+                "ranks": [r.rank for r in members],
+                "energy_j": _sum(c.energy_j for c in parts),
+                **{
+                    f"{kind}_energy_j": _sum(c.energy_j for c in parts if c.kind == kind)
+                    for kind in ("gpu", "cpu", "dram")
+                },
+            }
+        )
     flags: list[str] = []
     for meas in measurements:
         flags.extend(f for f in meas.flags if f not in flags)

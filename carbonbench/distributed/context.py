@@ -151,8 +151,17 @@ class DistContext:
     # sequence of collectives short and the same.
     spools_per_window = False
 
-    def __init__(self, rank: int, world_size: int, local_rank: int, local_world_size: int,
-                 device: torch.device, backend: str, timeout_s: float, ranks: Sequence[RankInfo]):
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        local_rank: int,
+        local_world_size: int,
+        device: torch.device,
+        backend: str,
+        timeout_s: float,
+        ranks: Sequence[RankInfo],
+    ):
         self.rank, self.world_size = rank, world_size
         self.local_rank, self.local_world_size = local_rank, local_world_size
         self.device, self.backend, self.timeout_s = device, backend, timeout_s

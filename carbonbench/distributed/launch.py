@@ -53,7 +53,12 @@ def torchrun_args(
     if not host or not port.isdigit():
         raise UserError(f"--rdzv-endpoint must be HOST:PORT (got {rdzv_endpoint!r})")
     if node_rank is not None:
-        return args + ["--rdzv-backend=static", f"--master-addr={host}", f"--master-port={port}", f"--node-rank={node_rank}"]
+        return args + [
+            "--rdzv-backend=static",
+            f"--master-addr={host}",
+            f"--master-port={port}",
+            f"--node-rank={node_rank}",
+        ]
     run_id = rdzv_id or os.environ.get("SLURM_JOB_ID") or "carbonbench"
     return args + ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={run_id}"]
 
@@ -80,8 +85,10 @@ def check_devices(device: str, nproc_per_node: int) -> None:
     if count == 0:
         raise UserError("--device cuda: torch sees no CUDA GPU on this machine (use --device cpu, or auto)")
     if nproc_per_node > count:
-        raise UserError(f"--nproc-per-node {nproc_per_node}: this node has {count} GPU(s), one per process "
-                        "(use --nproc-per-node <= the GPUs per node)")
+        raise UserError(
+            f"--nproc-per-node {nproc_per_node}: this node has {count} GPU(s), one per process "
+            "(use --nproc-per-node <= the GPUs per node)"
+        )
 
 
 def worker_args(source: Path, out_dir: Path, device: Optional[str], quick: bool, resume: bool) -> list[str]:

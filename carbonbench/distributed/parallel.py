@@ -47,8 +47,12 @@ Mode = Literal["single", "fsdp", "tp", "replicate"]
 MEMORY_RESERVE = 0.10  # as carbonbench.plan: CUDA context, fragmentation, workspaces
 
 TP_PLAN_DOC = {
-    "self_attn.q_proj": "colwise", "self_attn.k_proj": "colwise", "self_attn.v_proj": "colwise",
-    "self_attn.out_proj": "rowwise", "fc1": "colwise", "fc2": "rowwise",
+    "self_attn.q_proj": "colwise",
+    "self_attn.k_proj": "colwise",
+    "self_attn.v_proj": "colwise",
+    "self_attn.out_proj": "rowwise",
+    "fc1": "colwise",
+    "fc2": "rowwise",
 }
 
 
@@ -129,13 +133,19 @@ def layout_for(point, parallel, world: int, local_world: int, card, dtype: torch
         return _tp_layout(card, world, parallel.tp_size, f"auto: tp_size {parallel.tp_size} from the scenario")
     candidates = [t for t in range(2, world + 1) if _tp_ok(card, world, t)]
     if not candidates:
-        return Layout("replicate", dp=world, reason=f"auto: needs {needed} devices but no tensor-parallel degree divides "
-                      f"{world} ranks, {card.arch.n_heads} heads and ffn {card.arch.ffn_dim}")
+        return Layout(
+            "replicate",
+            dp=world,
+            reason=f"auto: needs {needed} devices but no tensor-parallel degree divides "
+            f"{world} ranks, {card.arch.n_heads} heads and ffn {card.arch.ffn_dim}",
+        )
     # The smallest degree that fits, within a node when possible (TP all-reduces are chatty).
     fitting = [t for t in candidates if t >= needed]
     in_node = [t for t in fitting if t <= local_world]
     tp = (in_node or fitting or [max(candidates)])[0]
-    return _tp_layout(card, world, tp, f"auto: about {needed} devices' worth of memory needed, so tensor parallel over {tp}")
+    return _tp_layout(
+        card, world, tp, f"auto: about {needed} devices' worth of memory needed, so tensor parallel over {tp}"
+    )
 
 
 def _tp_ok(card, world: int, tp: int) -> bool:
@@ -159,9 +169,11 @@ def devices_needed(card, dtype: torch.dtype, point, free_bytes: int) -> int:
     """Devices whose free memory holds the point's weights, KV cache and activations."""
     name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
     length = point.prompt_tokens + point.new_tokens
-    need = (plan.weights_bytes(card, name)
-            + plan.kv_cache_bytes(card, name, point.batch_size, length)
-            + plan.inference_activations_bytes(card, name, point.batch_size, max(point.prompt_tokens, 1)))
+    need = (
+        plan.weights_bytes(card, name)
+        + plan.kv_cache_bytes(card, name, point.batch_size, length)
+        + plan.inference_activations_bytes(card, name, point.batch_size, max(point.prompt_tokens, 1))
+    )
     usable = max(free_bytes * (1 - MEMORY_RESERVE), 1)
     return max(1, math.ceil(need / usable))
 
@@ -173,8 +185,9 @@ def _free_bytes(ctx) -> int:
 
 
 # -- building the model ---------------------------------------------------------------------
-def build_model(card: Card, layout: Layout, ctx, dtype: torch.dtype, seed: int,
-                param_dtype: Optional[torch.dtype] = None):
+def build_model(
+    card: Card, layout: Layout, ctx, dtype: torch.dtype, seed: int, param_dtype: Optional[torch.dtype] = None
+):
     """The model for a layout on this rank: loaded whole then sharded when its weights fit
     on one device (every rank starts from the same weights), else built on the meta
     device, sharded, and only this rank's shards allocated and randomly initialised."""
@@ -215,7 +228,11 @@ def apply_fsdp(model, mesh, param_dtype: Optional[torch.dtype] = None) -> None:
     """FSDP2: one unit per decoder layer, then the root (embeddings, final norm, LM head)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        if param_dtype
+        else MixedPrecisionPolicy()
+    )
     for layer in model.layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)

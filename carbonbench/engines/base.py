@@ -49,7 +49,9 @@ def effective(config: EngineConfig, device: torch.device) -> tuple[EngineConfig,
             notes.append(f"engine.cuda_graphs ignored: CUDA graphs need a CUDA device, this run is on {device.type}")
         if config.sdpa_backend in CUDA_ONLY_SDPA:
             changes["sdpa_backend"] = "auto"
-            notes.append(f"engine.sdpa_backend {config.sdpa_backend!r} ignored: a CUDA kernel, this run is on {device.type}")
+            notes.append(
+                f"engine.sdpa_backend {config.sdpa_backend!r} ignored: a CUDA kernel, this run is on {device.type}"
+            )
         if config.fused_optimizer and device.type != "cpu":
             changes["fused_optimizer"] = False
             notes.append(f"engine.fused_optimizer ignored: no fused AdamW on {device.type}")
@@ -97,7 +99,9 @@ class Engine(ABC):
         """A KV cache for batch rows and up to max_len positions (prompt + new tokens)."""
 
     @abstractmethod
-    def prefill(self, model: nn.Module, input_ids: Tensor, cache: Any, attention_mask: Optional[Tensor] = None) -> Tensor:
+    def prefill(
+        self, model: nn.Module, input_ids: Tensor, cache: Any, attention_mask: Optional[Tensor] = None
+    ) -> Tensor:
         """Run the prompt [B, S] into a fresh cache; logits of its last position [B, V]."""
 
     @abstractmethod

@@ -44,7 +44,9 @@ def require_transformers():
     try:
         import transformers
     except ImportError as exc:
-        raise UserError(f"{MISSING} (import failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise UserError(
+            f"{MISSING} (import failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     return transformers
 
 
@@ -92,7 +94,11 @@ class HFModel(nn.Module):
     @property
     def gradient_checkpointing(self) -> bool:
         hf = self.hf
-        flag = "is_activation_checkpointing" if hasattr(type(hf), "is_activation_checkpointing") else "is_gradient_checkpointing"
+        flag = (
+            "is_activation_checkpointing"
+            if hasattr(type(hf), "is_activation_checkpointing")
+            else "is_gradient_checkpointing"
+        )
         return bool(getattr(hf, flag, False))
 
     @gradient_checkpointing.setter
@@ -184,8 +190,11 @@ class TransformersEngine(Engine):
         with self.sdpa(), torch.inference_mode():
             cache.start(input_ids, attention_mask)
             out = model.hf(
-                input_ids=input_ids, attention_mask=cache.attention_mask,
-                past_key_values=cache.kv, use_cache=True, logits_to_keep=1,
+                input_ids=input_ids,
+                attention_mask=cache.attention_mask,
+                past_key_values=cache.kv,
+                use_cache=True,
+                logits_to_keep=1,
             )
         return out.logits[:, -1]
 

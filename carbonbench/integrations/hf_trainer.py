@@ -33,8 +33,9 @@ from typing import Any, Optional
 try:
     from transformers import TrainerCallback
 except ImportError as exc:  # pragma: no cover - the extra is installed in tests
-    raise ImportError("carbonbench.integrations.hf_trainer needs transformers: "
-                      "pip install 'carbonbench[transformers]'") from exc
+    raise ImportError(
+        "carbonbench.integrations.hf_trainer needs transformers: pip install 'carbonbench[transformers]'"
+    ) from exc
 
 from carbonbench.api.session import MeasureSession, measure_session
 from carbonbench.api.window import Measure, WindowResult
@@ -95,7 +96,8 @@ class CarbonbenchCallback(TrainerCallback):
         if args.world_size > 1:
             self.session.run_file.warn(
                 f"the Trainer ran {args.world_size} processes: only process zero measured (every GPU its node "
-                "shows and its node's CPU); other nodes were not metered")
+                "shows and its node's CPU); other nodes were not metered"
+            )
         self._open("train", state)
         self._open("log-interval", state)
 
@@ -139,8 +141,11 @@ def _figures(result: Optional[WindowResult], prefix: str) -> dict[str, Any]:
     """What a log gets: energy and CO2e with the method, left out when nothing was measured."""
     if result is None or result.energy_j is None:
         return {}
-    return {f"{prefix}energy_j": result.energy_j, f"{prefix}co2e_g": result.co2e_g,
-            f"{prefix}energy_method": result.method}
+    return {
+        f"{prefix}energy_j": result.energy_j,
+        f"{prefix}co2e_g": result.co2e_g,
+        f"{prefix}energy_method": result.method,
+    }
 
 
 def attach(trainer, *args: Any, **kwargs: Any) -> CarbonbenchCallback:

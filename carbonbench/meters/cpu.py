@@ -33,7 +33,7 @@ ATTRIBUTIONS = ("machine", "process")
 ATTRIBUTION_TEXT = {
     "machine": "machine: the whole package's estimated energy, whoever used it",
     "process": "process: the package's estimated energy x this process tree's share of the host's busy CPU time "
-               "(psutil CPU times of the process and its children)",
+    "(psutil CPU times of the process and its children)",
 }
 
 # codecarbon's fallback for unknown CPUs, used here for the same reason: some number is
@@ -159,8 +159,14 @@ class CpuEstimateMeter(SampledMeter):
     name = "cpu-estimate"
     resolution_s = 0.0
 
-    def __init__(self, tdp_w: Optional[float] = None, *, sample_interval_s: Optional[float] = None,
-                 topology: Optional[CpuTopology] = None, attribution: Attribution = "machine"):
+    def __init__(
+        self,
+        tdp_w: Optional[float] = None,
+        *,
+        sample_interval_s: Optional[float] = None,
+        topology: Optional[CpuTopology] = None,
+        attribution: Attribution = "machine",
+    ):
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"attribution must be one of {ATTRIBUTIONS}, not {attribution!r}")
         self.attribution = attribution
@@ -198,15 +204,17 @@ class CpuEstimateMeter(SampledMeter):
         util = utilisation(prev[0], times)
         # The timeline's power is attributed as the windows' energy is.
         share = self._clock.share_between(prev[1], host).tree_share if host is not None else 1.0
-        return [{
-            "unix_s": now,
-            "component": "cpu",
-            "kind": "cpu",
-            "power_w": self.power_w(util) * share,
-            "cpu_util_pct": 100.0 * util,
-            "memory_used_bytes": psutil.virtual_memory().used,
-            "rss_bytes": self._process.memory_info().rss,
-        }]
+        return [
+            {
+                "unix_s": now,
+                "component": "cpu",
+                "kind": "cpu",
+                "power_w": self.power_w(util) * share,
+                "cpu_util_pct": 100.0 * util,
+                "memory_used_bytes": psutil.virtual_memory().used,
+                "rss_bytes": self._process.memory_info().rss,
+            }
+        ]
 
     def describe(self) -> dict[str, Any]:
         return {

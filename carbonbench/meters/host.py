@@ -122,5 +122,5 @@ class HostLoadMeter(Meter):
             "kind": self.kind,
             "method": "none",
             "flags": f"'{BUSY_FLAG}' when other processes used more than {BUSY_OTHERS_CORES:g} cores on average "
-                     "during the window (psutil: machine busy CPU time minus this process tree's)",
+            "during the window (psutil: machine busy CPU time minus this process tree's)",
         }

@@ -36,8 +36,11 @@ class IdleBaseline:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "IdleBaseline":
         return cls(
-            d["duration_s"], dict(d["power_w"]), dict(d.get("method", {})),
-            d.get("start_unix_s", 0.0), tuple(d.get("flags", ())),
+            d["duration_s"],
+            dict(d["power_w"]),
+            dict(d.get("method", {})),
+            d.get("start_unix_s", 0.0),
+            tuple(d.get("flags", ())),
         )
 
     def active_energy_by_component(self, m: Measurement) -> dict[str, Optional[float]]:

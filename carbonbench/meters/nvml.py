@@ -101,7 +101,10 @@ def visible_devices(cuda_visible_devices: Optional[str] = None) -> list[int]:
                 break
         else:
             if uuids is None:
-                uuids = [_bare_uuid(_text(call("reading GPU UUID", "nvmlDeviceGetUUID", device_handle(i)))) for i in range(count)]
+                uuids = [
+                    _bare_uuid(_text(call("reading GPU UUID", "nvmlDeviceGetUUID", device_handle(i))))
+                    for i in range(count)
+                ]
             prefix = _bare_uuid(token)
             matches = [i for i, u in enumerate(uuids) if u.startswith(prefix)]
             if len(matches) != 1:
@@ -187,8 +190,7 @@ class NvmlMeter(SampledMeter):
         init()
         if uuids is not None:
             handles = [
-                (None, call(f"opening GPU {u}", "nvmlDeviceGetHandleByUUID", "GPU-" + _bare_uuid(u)))
-                for u in uuids
+                (None, call(f"opening GPU {u}", "nvmlDeviceGetHandleByUUID", "GPU-" + _bare_uuid(u))) for u in uuids
             ]
         else:
             chosen = visible_devices() if indices is None else list(indices)
@@ -241,7 +243,14 @@ class NvmlMeter(SampledMeter):
         limit = self._optional(lambda: pynvml.nvmlDeviceGetPowerManagementLimit(handle))
         enforced = optional_call("nvmlDeviceGetEnforcedPowerLimit", handle)
         return Gpu(
-            component, handle, index, uuid, name, arch, has_counter, power_field,
+            component,
+            handle,
+            index,
+            uuid,
+            name,
+            arch,
+            has_counter,
+            power_field,
             limit / 1000.0 if limit is not None else None,
             enforced_power_limit_w=enforced / 1000.0 if enforced is not None else None,
             max_sm_clock_mhz=optional_call("nvmlDeviceGetMaxClockInfo", handle, getattr(pynvml, "NVML_CLOCK_SM", 1)),
@@ -280,15 +289,21 @@ class NvmlMeter(SampledMeter):
     def _edge_rows(self) -> list[dict[str, Any]]:
         rows = []
         for gpu in self.gpus:
-            rows.append({"unix_s": time.time(), "component": gpu.component, "kind": "gpu", "power_w": self._power_w(gpu)})
+            rows.append(
+                {"unix_s": time.time(), "component": gpu.component, "kind": "gpu", "power_w": self._power_w(gpu)}
+            )
         return rows
 
     def _sample_all(self) -> list[dict[str, Any]]:
         return [self._sample(gpu) for gpu in self.gpus]
 
     def _sample(self, gpu: Gpu) -> dict[str, Any]:
-        row: dict[str, Any] = {"unix_s": time.time(), "component": gpu.component, "kind": "gpu",
-                               "power_w": self._power_w(gpu)}
+        row: dict[str, Any] = {
+            "unix_s": time.time(),
+            "component": gpu.component,
+            "kind": "gpu",
+            "power_w": self._power_w(gpu),
+        }
         h = gpu.handle
         reads = {
             "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
@@ -328,7 +343,9 @@ class NvmlMeter(SampledMeter):
             integrated = self.sampler.integrate(gpu.component, start_unix_s, end_unix_s)
             # A counter that went backwards means the driver reloaded mid-window.
             if before is not None and after is not None and after >= before:
-                out.append(ComponentEnergy(gpu.component, "gpu", (after - before) / 1000.0, "counter", self.name, integrated))
+                out.append(
+                    ComponentEnergy(gpu.component, "gpu", (after - before) / 1000.0, "counter", self.name, integrated)
+                )
             else:
                 out.append(ComponentEnergy(gpu.component, "gpu", integrated, "integrated", self.name, integrated))
         return out

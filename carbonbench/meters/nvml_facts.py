@@ -34,7 +34,9 @@ def describe_system() -> dict[str, Any]:
         "available": True,
         "driver_version": nvml.optional_text(nvml.optional_call("nvmlSystemGetDriverVersion")),
         "nvml_version": nvml.optional_text(nvml.optional_call("nvmlSystemGetNVMLVersion")),
-        "cuda_driver_version": f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}" if isinstance(cuda_driver, int) else None,
+        "cuda_driver_version": f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}"
+        if isinstance(cuda_driver, int)
+        else None,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "devices": [],
     }
@@ -55,8 +57,10 @@ def _device_facts(index: int, handle) -> dict[str, Any]:
         return nvml.optional_call(fn, handle, *args, refused=refused)
 
     arch_code = read("nvmlDeviceGetArchitecture")
-    arch = next((label for const, label in nvml.ARCH_NAMES.items() if getattr(nvml.pynvml, const, None) == arch_code),
-                None if arch_code is None else f"code {arch_code}")
+    arch = next(
+        (label for const, label in nvml.ARCH_NAMES.items() if getattr(nvml.pynvml, const, None) == arch_code),
+        None if arch_code is None else f"code {arch_code}",
+    )
     energy_mj = read("nvmlDeviceGetTotalEnergyConsumption")
     try:
         instant_mw = nvml.NvmlMeter._instant_power_mw(handle)

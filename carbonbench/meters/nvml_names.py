@@ -42,7 +42,11 @@ _ERRORS = (
     ("NVMLError_ResetRequired", GPULost, "the GPU needs a reset before it can be used again"),
     ("NVMLError_DriverNotLoaded", DriverNotLoaded, "the NVIDIA driver is not loaded"),
     ("NVMLError_LibraryNotFound", DriverNotLoaded, "libnvidia-ml.so.1 was not found: is the NVIDIA driver installed?"),
-    ("NVMLError_LibRmVersionMismatch", DriverNotLoaded, "the NVML library and the kernel driver versions differ: reboot or reload the driver"),
+    (
+        "NVMLError_LibRmVersionMismatch",
+        DriverNotLoaded,
+        "the NVML library and the kernel driver versions differ: reboot or reload the driver",
+    ),
 )
 
 

@@ -126,7 +126,13 @@ class RaplMeter(SampledMeter):
     name = "rapl"
     resolution_s = 0.001  # RAPL updates about every millisecond
 
-    def __init__(self, domains: tuple[RaplDomain, ...] | list[RaplDomain], *, sample_interval_s: Optional[float] = 0.1, root: Path = POWERCAP_ROOT):
+    def __init__(
+        self,
+        domains: tuple[RaplDomain, ...] | list[RaplDomain],
+        *,
+        sample_interval_s: Optional[float] = 0.1,
+        root: Path = POWERCAP_ROOT,
+    ):
         if not domains:
             raise MeterError("RAPL: no readable package or DRAM domain")
         self.domains = tuple(domains)
@@ -190,7 +196,12 @@ class RaplMeter(SampledMeter):
             "resolution_s": self.resolution_s,
             "root": str(self.root),
             "domains": [
-                {"component": d.component, "name": d.name, "path": str(d.path), "max_energy_range_uj": d.max_energy_range_uj}
+                {
+                    "component": d.component,
+                    "name": d.name,
+                    "path": str(d.path),
+                    "max_energy_range_uj": d.max_energy_range_uj,
+                }
                 for d in self.domains
             ],
             "wrap_handling": "(end - start) mod (max_energy_range_uj + 1) between consecutive reads",

@@ -181,7 +181,6 @@ class Sampler:
         }
 
 
-
 class SampledMeter(Meter):
     """A meter that may keep a background timeline: the sampler's life follows the meter's."""
 
@@ -210,6 +209,7 @@ class SampledMeter(Meter):
 
     def sampler_stats(self) -> dict[str, Any]:
         return {**self.sampler.stats(), "enabled": self._sampling}
+
 
 def integrate(
     times: Sequence[float],

@@ -68,9 +68,10 @@ def _cpu_meters(measurement, interval: Optional[float], root: Path) -> list[Mete
         return meters
     if found.permission_denied:
         _warn_rapl_permission(found.root)
-    return [CpuEstimateMeter(measurement.cpu_tdp_w, sample_interval_s=interval,
-                             attribution=measurement.cpu_attribution),
-            DramEstimateMeter()]
+    return [
+        CpuEstimateMeter(measurement.cpu_tdp_w, sample_interval_s=interval, attribution=measurement.cpu_attribution),
+        DramEstimateMeter(),
+    ]
 
 
 def _warn_rapl_permission(root: Path) -> None:

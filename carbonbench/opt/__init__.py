@@ -48,9 +48,7 @@ __all__ = [
 GB = 1e9
 
 
-def load(
-    name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0
-) -> OPT:
+def load(name_or_path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0) -> OPT:
     """A model from a card name, a card .yaml, a checkpoint directory, or a Hugging Face
     model id (``facebook/opt-1.3b``) already in the local cache (carbonbench.opt.hub).
 
@@ -120,9 +118,7 @@ def target_device(device) -> torch.device:
     return device
 
 
-def _from_checkpoint(
-    directory: Path, card_arch: Architecture | None, name: str, device, dtype: torch.dtype
-) -> OPT:
+def _from_checkpoint(directory: Path, card_arch: Architecture | None, name: str, device, dtype: torch.dtype) -> OPT:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found (named by card {name})")
     config = directory / "config.json"
@@ -135,9 +131,7 @@ def _from_checkpoint(
             for f in dataclasses.fields(Architecture)
             if getattr(card_arch, f.name) != getattr(arch, f.name)
         ]
-        raise CheckpointError(
-            f"{config}: does not match card {name} (card vs config: {', '.join(diffs)})"
-        )
+        raise CheckpointError(f"{config}: does not match card {name} (card vs config: {', '.join(diffs)})")
     model = _allocate(arch, device, dtype, name)
     load_into(model, read_state_dict(directory), directory)
     return model

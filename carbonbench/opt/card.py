@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from importlib import resources
+from pathlib import Path
 from typing import Literal, Optional
 
 from carbonbench.config import FieldError, build, check_bounds, closest, positive, read_yaml
@@ -21,9 +21,28 @@ POSITION_OFFSET = 2  # OPT's learned position table has 2 extra rows in front
 # The FFN activations of transformers' ACT2FN that have no learned parameters, by the
 # names config.json uses (carbonbench.opt.activations implements each). OPT uses relu.
 ACTIVATIONS = (
-    "relu", "gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python",
-    "gelu_python_tanh", "gelu_pytorch_tanh", "hardswish", "laplace", "leaky_relu", "linear",
-    "mish", "quick_gelu", "relu2", "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh",
+    "relu",
+    "gelu",
+    "gelu_10",
+    "gelu_accurate",
+    "gelu_fast",
+    "gelu_new",
+    "gelu_python",
+    "gelu_python_tanh",
+    "gelu_pytorch_tanh",
+    "hardswish",
+    "laplace",
+    "leaky_relu",
+    "linear",
+    "mish",
+    "quick_gelu",
+    "relu2",
+    "relu6",
+    "sigmoid",
+    "silu",
+    "sqrtsoftplus",
+    "swish",
+    "tanh",
 )
 ActivationName = Literal[ACTIVATIONS]
 
@@ -64,7 +83,9 @@ class Architecture:
         if self.word_embed_proj_dim is None:
             object.__setattr__(self, "word_embed_proj_dim", self.d_model)
         if self.pad_token_id is not None and not -self.vocab_size <= self.pad_token_id < self.vocab_size:
-            raise FieldError("pad_token_id", self.pad_token_id, f"must be a token id below vocab_size ({self.vocab_size})")
+            raise FieldError(
+                "pad_token_id", self.pad_token_id, f"must be a token id below vocab_size ({self.vocab_size})"
+            )
 
     @property
     def head_dim(self) -> int:

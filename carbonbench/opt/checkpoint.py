@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from carbonbench.config import FieldError
 from carbonbench.errors import CheckpointError
-from carbonbench.reading import MAX_CONFIG, JSONContentError, UnreadableFile, check_regular, parse_json, read_text
 from carbonbench.opt.card import Architecture
 from carbonbench.opt.model import OPT
+from carbonbench.reading import MAX_CONFIG, JSONContentError, UnreadableFile, check_regular, parse_json, read_text
 
 # config.json key -> Architecture field
 HF_KEYS = {
@@ -103,9 +103,7 @@ def _activation(path: Path, name) -> str:
         why = "has learned parameters, which carbonbench's OPT does not implement"
     else:
         why = "is not an activation transformers knows (ACT2FN) either"
-    raise CheckpointError(
-        f"{path}: activation_function = {name!r} {why}; supported: {', '.join(ACTIVATIONS)}"
-    )
+    raise CheckpointError(f"{path}: activation_function = {name!r} {why}; supported: {', '.join(ACTIVATIONS)}")
 
 
 def read_state_dict(directory: str | Path, *, lazy: bool = False) -> dict[str, Tensor]:
@@ -142,8 +140,10 @@ def inside(path: Path, directory: Path) -> Path:
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on older Pythons
         raise CheckpointError(f"{path}: cannot resolve ({_one_line(exc)})") from None
     if not real.is_relative_to(root):
-        raise CheckpointError(f"{path}: resolves to {real}, outside the checkpoint directory {root}; "
-                              "refused (a checkpoint's files must lie inside it)")
+        raise CheckpointError(
+            f"{path}: resolves to {real}, outside the checkpoint directory {root}; "
+            "refused (a checkpoint's files must lie inside it)"
+        )
     return Path(path)
 
 
@@ -160,8 +160,9 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], source: str | Pat
             expected[name].copy_(tensor)
 
 
-def check_tensors(expected: dict[str, torch.Size], state_dict: dict[str, Tensor],
-                  source: str | Path) -> dict[str, Tensor]:
+def check_tensors(
+    expected: dict[str, torch.Size], state_dict: dict[str, Tensor], source: str | Path
+) -> dict[str, Tensor]:
     """state_dict under the model's names, if it has exactly the expected tensors and shapes."""
     tensors, misshapen = {}, []
     for key, tensor in state_dict.items():
@@ -300,7 +301,9 @@ def check_checkpoint(directory: str | Path, card_arch: Architecture | None = Non
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: checkpoint directory not found" + (f" (named by card {name})" if name else ""))
+        raise CheckpointError(
+            f"{directory}: checkpoint directory not found" + (f" (named by card {name})" if name else "")
+        )
     config = directory / "config.json"
     if not os.path.lexists(config):
         raise CheckpointError(f"{directory}: no config.json, so not a Hugging Face checkpoint")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from carbonbench.config import closest
 from carbonbench.errors import ConfigError
-from carbonbench.reading import MAX_CONFIG, UnreadableFile, check_regular, read_text
 from carbonbench.opt.card import Card, find_card
+from carbonbench.reading import MAX_CONFIG, UnreadableFile, check_regular, read_text
 
 # A namespace and a name, each as huggingface_hub's validate_repo_id allows: ASCII
 # letters, digits, "_", "-" and ".", starting and ending with a letter, digit or "_".
@@ -42,8 +42,12 @@ _COMMIT = re.compile(r"[0-9a-f]{40}", re.ASCII)
 def is_hub_id(entry: str | Path) -> bool:
     """Whether entry has the form of a Hugging Face model id (org/name); no look-up."""
     text = str(entry)
-    return (_HUB_ID.fullmatch(text) is not None and "--" not in text and ".." not in text
-            and not text.endswith((".yaml", ".yml", ".git")))
+    return (
+        _HUB_ID.fullmatch(text) is not None
+        and "--" not in text
+        and ".." not in text
+        and not text.endswith((".yaml", ".yml", ".git"))
+    )
 
 
 def cache_dir() -> Path:
@@ -67,12 +71,16 @@ def snapshot(repo_id: str) -> Path:
         raise ConfigError(f"{repo_id}: not a valid Hugging Face model id ({_one_line(exc)})") from None
     except LocalEntryNotFoundError as exc:
         if type(exc).__name__ == "IncompleteSnapshotError":  # huggingface_hub >= 1.0 checks its file list
-            raise ConfigError(f"{repo_id}: the cached snapshot in {cache} is incomplete ({_one_line(exc)}); "
-                              f"finish it {_how_to_get(repo_id)}") from None
+            raise ConfigError(
+                f"{repo_id}: the cached snapshot in {cache} is incomplete ({_one_line(exc)}); "
+                f"finish it {_how_to_get(repo_id)}"
+            ) from None
         raise ConfigError(_missing(repo_id, cache)) from None
     if not os.path.lexists(path / "config.json"):
-        raise ConfigError(f"{repo_id}: the cached snapshot {path} has no config.json, so it is not a complete "
-                          f"checkpoint; get the whole model {_how_to_get(repo_id)}")
+        raise ConfigError(
+            f"{repo_id}: the cached snapshot {path} has no config.json, so it is not a complete "
+            f"checkpoint; get the whole model {_how_to_get(repo_id)}"
+        )
     return path
 
 
@@ -90,8 +98,9 @@ def card_for(entry: str | Path) -> Card:
         directory = snapshot(str(entry))
         config = directory / "config.json"
         # Named by its id: the weights are that repository's, unlike the random-weight card of the same size.
-        return Card(name=str(entry), architecture=arch_from_hf_config(config), checkpoint=str(directory),
-                    path=str(config))
+        return Card(
+            name=str(entry), architecture=arch_from_hf_config(config), checkpoint=str(directory), path=str(config)
+        )
     return find_card(entry)
 
 
@@ -105,8 +114,11 @@ def cached_models(cache: Path | None = None) -> list[str]:
         names = os.listdir(cache or cache_dir())
     except (OSError, ValueError):
         return []
-    return sorted(n.removeprefix("models--").replace("--", "/", 1) for n in names
-                  if n.startswith("models--") and "--" in n.removeprefix("models--"))
+    return sorted(
+        n.removeprefix("models--").replace("--", "/", 1)
+        for n in names
+        if n.startswith("models--") and "--" in n.removeprefix("models--")
+    )
 
 
 def _check_cache_files(storage: Path) -> None:
@@ -120,8 +132,10 @@ def _check_cache_files(storage: Path) -> None:
     except UnreadableFile as exc:
         raise ConfigError(f"{exc} (in the Hugging Face cache)") from None
     if not _COMMIT.fullmatch(commit):
-        raise ConfigError(f"{ref}: not a commit hash (got {commit[:60]!r}); the cache is damaged: "
-                          "remove this repository's folder and download it again")
+        raise ConfigError(
+            f"{ref}: not a commit hash (got {commit[:60]!r}); the cache is damaged: "
+            "remove this repository's folder and download it again"
+        )
     tree = storage / "trees" / f"{commit}.json"
     if os.path.lexists(tree):
         try:
@@ -147,16 +161,20 @@ def _offline():
 
 
 def _how_to_get(repo_id: str) -> str:
-    return (f"on a machine with network (`hf download {repo_id}`; `huggingface-cli download {repo_id}` "
-            "before huggingface_hub 1.0)")
+    return (
+        f"on a machine with network (`hf download {repo_id}`; `huggingface-cli download {repo_id}` "
+        "before huggingface_hub 1.0)"
+    )
 
 
 def _missing(repo_id: str, cache: Path) -> str:
     where = f"the Hugging Face cache {cache}" + ("" if cache.is_dir() else " (which does not exist)")
-    return (f"{repo_id}: no such checkpoint directory, and not in {where}{closest(repo_id, cached_models(cache))}; "
-            f"carbonbench never downloads: get it {_how_to_get(repo_id)}, then copy its "
-            f"models--{repo_id.replace('/', '--')} folder into this cache, or set HF_HUB_CACHE (or HF_HOME) to a "
-            "cache that has it")
+    return (
+        f"{repo_id}: no such checkpoint directory, and not in {where}{closest(repo_id, cached_models(cache))}; "
+        f"carbonbench never downloads: get it {_how_to_get(repo_id)}, then copy its "
+        f"models--{repo_id.replace('/', '--')} folder into this cache, or set HF_HUB_CACHE (or HF_HOME) to a "
+        "cache that has it"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

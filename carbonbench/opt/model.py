@@ -87,7 +87,9 @@ class _GrowingLayer:
             self.k, self.v = k, v
         else:
             if self.k is None or self.k.shape[2] != start_pos:
-                raise ValueError(f"growing cache holds {0 if self.k is None else self.k.shape[2]} positions, not {start_pos}")
+                raise ValueError(
+                    f"growing cache holds {0 if self.k is None else self.k.shape[2]} positions, not {start_pos}"
+                )
             self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
         return self.k, self.v
 
@@ -340,9 +342,7 @@ def _attention_mask(key_mask: Tensor | None, start_pos: int, T: int, device) -> 
 
 
 @torch.inference_mode()
-def prefill(
-    model: OPT, input_ids: Tensor, cache: KVCache, attention_mask: Tensor | None = None
-) -> Tensor:
+def prefill(model: OPT, input_ids: Tensor, cache: KVCache, attention_mask: Tensor | None = None) -> Tensor:
     """Run the prompt [B, S] into an empty cache; logits of its last position [B, V]."""
     return model(input_ids, attention_mask, cache=cache, start_pos=0, last_only=True)[:, -1]
 
@@ -354,9 +354,7 @@ def decode_step(model: OPT, token_ids: Tensor, cache: KVCache, pos: int) -> Tens
 
 
 @torch.inference_mode()
-def generate(
-    model: OPT, input_ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None
-) -> Tensor:
+def generate(model: OPT, input_ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
     """Greedy continuation [B, max_new_tokens]; never stops early, so the count is fixed."""
     B, S = input_ids.shape
     cache = model.new_cache(B, S + max_new_tokens)

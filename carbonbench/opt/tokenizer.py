@@ -20,9 +20,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from torch import Tensor
 
 from carbonbench.errors import CheckpointError, ConfigError, UserError
-from carbonbench.reading import MAX_PROMPTS, MAX_TOKENIZER, JSONContentError, UnreadableFile, parse_json, read_text
 from carbonbench.opt.checkpoint import inside
 from carbonbench.opt.model import PAD_ID
+from carbonbench.reading import MAX_PROMPTS, MAX_TOKENIZER, JSONContentError, UnreadableFile, parse_json, read_text
 
 BOS = "</s>"
 FIRST_ORDINARY_ID = 4  # ids 0..3 are <s>, <pad>, </s>, <unk>
@@ -55,9 +55,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer | None:
     bos_id = tokenizer.token_to_id(BOS)
     if bos_id is not None:
         # What HF's OPT tokenizer does (add_bos_token): the model was trained that way.
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, bos_id)]
-        )
+        tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, bos_id)])
     return tokenizer
 
 
@@ -124,9 +122,7 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def encode_prompts(
-    tokenizer: Tokenizer, texts: list[str], batch: int, length: int
-) -> tuple[Tensor, Tensor, int, int]:
+def encode_prompts(tokenizer: Tokenizer, texts: list[str], batch: int, length: int) -> tuple[Tensor, Tensor, int, int]:
     """A batch [batch, length] of prompts, left-padded with id 1.
 
     texts are repeated to fill the batch; a prompt longer than length keeps its last
@@ -162,7 +158,7 @@ def _jsonl_prompt(path: Path, number: int, line: str) -> str:
     for key in PROMPT_KEYS:
         if isinstance(record.get(key), str):
             return record[key]
-    raise ConfigError(f"{path}: line {number}: no \"text\" or \"prompt\" string")
+    raise ConfigError(f'{path}: line {number}: no "text" or "prompt" string')
 
 
 def _one_line(exc: BaseException) -> str:

@@ -48,30 +48,47 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
         body = _body(data, figures, colors)
     scenarios = ", ".join(dict.fromkeys(str(r.record.scenario_name) for r in data.runs))
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = (f"{len(data.runs)} run(s) on {len({r.machine for r in data.runs})} machine(s); scenario(s): "
-                f"{esc(scenarios)}. Generated {esc(now)} by carbonbench {esc(__version__)}.")
-    nav = [("summary", "Summary"), ("comparison", "Comparison"), ("cost", "Cost per token"),
-           ("tradeoff", "Trade-off"), ("breakdown", "Energy breakdown"), ("timeline", "Power timeline"),
-           ("carbon", "Carbon"), ("training", "Training"), ("tables", "Tables")]
-    return page(title=title or "carbonbench report", subtitle_html=subtitle, nav=nav, body=body,
-                plotly_js=plotly.offline.get_plotlyjs())
+    subtitle = (
+        f"{len(data.runs)} run(s) on {len({r.machine for r in data.runs})} machine(s); scenario(s): "
+        f"{esc(scenarios)}. Generated {esc(now)} by carbonbench {esc(__version__)}."
+    )
+    nav = [
+        ("summary", "Summary"),
+        ("comparison", "Comparison"),
+        ("cost", "Cost per token"),
+        ("tradeoff", "Trade-off"),
+        ("breakdown", "Energy breakdown"),
+        ("timeline", "Power timeline"),
+        ("carbon", "Carbon"),
+        ("training", "Training"),
+        ("tables", "Tables"),
+    ]
+    return page(
+        title=title or "carbonbench report",
+        subtitle_html=subtitle,
+        nav=nav,
+        body=body,
+        plotly_js=plotly.offline.get_plotlyjs(),
+    )
 
 
 def _body(data: ReportData, figures, colors: dict[str, str]) -> str:
     """The sections, in reading order: what was run, who wins, then the detail."""
     from carbonbench.report import sections
 
-    return "".join([
-        sections.summary(data),
-        sections.comparison(data, figures, colors),
-        sections.cost(data, figures, colors),
-        sections.tradeoff(data, figures, colors),
-        sections.breakdown(data, figures),
-        sections.timelines(data, figures),
-        sections.carbon(data, figures, colors),
-        sections.training_section(data, figures, colors),
-        sections.tables(data),
-    ])
+    return "".join(
+        [
+            sections.summary(data),
+            sections.comparison(data, figures, colors),
+            sections.cost(data, figures, colors),
+            sections.tradeoff(data, figures, colors),
+            sections.breakdown(data, figures),
+            sections.timelines(data, figures),
+            sections.carbon(data, figures, colors),
+            sections.training_section(data, figures, colors),
+            sections.tables(data),
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -88,8 +105,13 @@ def without_default_template():
         pio.templates.default = saved
 
 
-def build_report(paths: Iterable[str | Path], out: Optional[str | Path] = None, *, title: Optional[str] = None,
-                 on_error: str = "raise") -> Path:
+def build_report(
+    paths: Iterable[str | Path],
+    out: Optional[str | Path] = None,
+    *,
+    title: Optional[str] = None,
+    on_error: str = "raise",
+) -> Path:
     """Read result files/directories and write the report; returns the file written."""
     data = load(paths, on_error=on_error)
     target = Path(out) if out is not None else default_output(data)

@@ -28,22 +28,37 @@ def banners(data: ReportData) -> list[str]:
     p = data.points
     random = sorted({str(r) for r in p["run_label"][p["weights"].fillna("").str.startswith("random")]})
     if random:
-        out.append(banner("warn", "<b>Random weights.</b> " + esc(", ".join(random)) + " ran models built from their "
-                          "cards with random weights. The time and FLOPs of a step do not depend on the weight values; "
-                          "its power can. " + esc(WEIGHTS_SOURCES) + ". These figures may therefore differ from a "
-                          "trained model's; load a checkpoint (a local directory or a Hugging Face id in the local "
-                          "cache) to measure the real thing."))
+        out.append(
+            banner(
+                "warn",
+                "<b>Random weights.</b> " + esc(", ".join(random)) + " ran models built from their "
+                "cards with random weights. The time and FLOPs of a step do not depend on the weight values; "
+                "its power can. " + esc(WEIGHTS_SOURCES) + ". These figures may therefore differ from a "
+                "trained model's; load a checkpoint (a local directory or a Hugging Face id in the local "
+                "cache) to measure the real thing.",
+            )
+        )
     partial = p[p["energy_missing"].notna() & (p["energy_missing"] != "")]
     if len(partial):
         parts = "; ".join(f"{r['label']} on {r['run_label']} (no {r['energy_missing']})" for _, r in partial.iterrows())
-        out.append(banner("bad", "<b>Partial totals.</b> A meter could not say for some components, so these totals "
-                          "leave them out and are marked <i>partial</i> wherever they appear: " + esc(parts) + "."))
+        out.append(
+            banner(
+                "bad",
+                "<b>Partial totals.</b> A meter could not say for some components, so these totals "
+                "leave them out and are marked <i>partial</i> wherever they appear: " + esc(parts) + ".",
+            )
+        )
     busy = _busy(data)
     if busy:
-        out.append(banner("warn", "<b>Busy host.</b> Other processes used more than "
-                          f"{BUSY_OTHERS_CORES:g} cores on average during " + esc("; ".join(busy)) + ". A machine-wide "
-                          "CPU figure counts their work too, and idle and active power then read alike, so active "
-                          "energy is left out there (n/a) rather than shown as a misleading 0."))
+        out.append(
+            banner(
+                "warn",
+                "<b>Busy host.</b> Other processes used more than "
+                f"{BUSY_OTHERS_CORES:g} cores on average during " + esc("; ".join(busy)) + ". A machine-wide "
+                "CPU figure counts their work too, and idle and active power then read alike, so active "
+                "energy is left out there (n/a) rather than shown as a misleading 0.",
+            )
+        )
     return out
 
 
@@ -78,28 +93,52 @@ def codecarbon_table(data: ReportData) -> str:
     p = data.points
     have = p[p["codecarbon_j_per_token"].notna()]
     if have.empty:
-        return '<p class="note">codecarbon did not run alongside these measurements (measurement.codecarbon: false).</p>'
+        return (
+            '<p class="note">codecarbon did not run alongside these measurements (measurement.codecarbon: false).</p>'
+        )
     rows = []
     for _, r in have.iterrows():
-        rows.append([r["run_label"], r["label"], num_cell(r["joules_per_token_mean"]),
-                     Cell(esc(method_text(r["energy_method"], r["energy_missing"])), raw_html=True),
-                     num_cell(r["codecarbon_j_per_token"]), num_cell(_ratio(r["codecarbon_j_per_token"],
-                                                                              r["joules_per_token_mean"]), 3)]
-                    + [num_cell(_ratio(r[f"codecarbon_{theirs}_j_per_token"], r[f"{ours}_j_per_token"]), 3)
-                       for ours, theirs in (("gpu", "gpu"), ("cpu", "cpu"), ("dram", "ram"))])
+        rows.append(
+            [
+                r["run_label"],
+                r["label"],
+                num_cell(r["joules_per_token_mean"]),
+                Cell(esc(method_text(r["energy_method"], r["energy_missing"])), raw_html=True),
+                num_cell(r["codecarbon_j_per_token"]),
+                num_cell(_ratio(r["codecarbon_j_per_token"], r["joules_per_token_mean"]), 3),
+            ]
+            + [
+                num_cell(_ratio(r[f"codecarbon_{theirs}_j_per_token"], r[f"{ours}_j_per_token"]), 3)
+                for ours, theirs in (("gpu", "gpu"), ("cpu", "cpu"), ("dram", "ram"))
+            ]
+        )
     why = [f"<li><b>{esc(run.label)}</b>: {esc(text)}</li>" for run in data.runs for text in _why(run, data.rows)]
-    return table(["machine", "point", "carbonbench J/token", "method", "codecarbon J/token", "codecarbon / ours",
-                  "GPU: codecarbon / ours", "CPU: codecarbon / ours", "RAM: codecarbon / ours"], rows,
-                 table_id="codecarbon",
-                 caption="codecarbon measured the same windows (one codecarbon task per repeat), divided by the same "
-                         "tokens. Where the two differ, it is the models they use, per component, below.") + (
-        '<ul class="tight">' + "".join(why) + "</ul>" if why else "")
+    return table(
+        [
+            "machine",
+            "point",
+            "carbonbench J/token",
+            "method",
+            "codecarbon J/token",
+            "codecarbon / ours",
+            "GPU: codecarbon / ours",
+            "CPU: codecarbon / ours",
+            "RAM: codecarbon / ours",
+        ],
+        rows,
+        table_id="codecarbon",
+        caption="codecarbon measured the same windows (one codecarbon task per repeat), divided by the same "
+        "tokens. Where the two differ, it is the models they use, per component, below.",
+    ) + ('<ul class="tight">' + "".join(why) + "</ul>" if why else "")
 
 
 def _why(run, rows: pd.DataFrame) -> list[str]:
     """Per component, why codecarbon's figure for this run differs from ours: from what each recorded."""
-    rows = rows[(rows["run_id"] == run.run_id) & (rows["status"] == "ok")
-                & pd.to_numeric(rows["codecarbon_energy_j"], errors="coerce").notna()]
+    rows = rows[
+        (rows["run_id"] == run.run_id)
+        & (rows["status"] == "ok")
+        & pd.to_numeric(rows["codecarbon_energy_j"], errors="coerce").notna()
+    ]
     if rows.empty:
         return []
     out = []
@@ -107,17 +146,22 @@ def _why(run, rows: pd.DataFrame) -> list[str]:
     ours_ram, theirs_ram = _watts(rows, "energy_dram_j"), _watts(rows, "codecarbon_ram_energy_j")
     dram = models.get("dram") or {}
     if math.isfinite(ours_ram) and math.isfinite(theirs_ram):
-        out.append(f"RAM: codecarbon draws {theirs_ram:.3g} W, a fixed guess of about 5 W per DIMM (x86) with the "
-                   f"DIMM count guessed from the memory size; carbonbench draws {ours_ram:.3g} W "
-                   f"({dram.get('model') or 'its DRAM meter'}).")
+        out.append(
+            f"RAM: codecarbon draws {theirs_ram:.3g} W, a fixed guess of about 5 W per DIMM (x86) with the "
+            f"DIMM count guessed from the memory size; carbonbench draws {ours_ram:.3g} W "
+            f"({dram.get('model') or 'its DRAM meter'})."
+        )
     ours_cpu, theirs_cpu = _watts(rows, "energy_cpu_j"), _watts(rows, "codecarbon_cpu_energy_j")
     cpu = models.get("cpu") or models.get("cpu+dram") or {}
     if math.isfinite(ours_cpu) and math.isfinite(theirs_cpu):
         mode = (run.record.codecarbon_meter or {}).get("mode") or "its detected mode"
         ours = cpu.get("model") or ("RAPL package counters" if cpu.get("name") == "rapl" else "its CPU meter")
-        out.append(f"CPU: codecarbon draws {theirs_cpu:.3g} W ({mode}; without RAPL its load model is TDP x "
-                   f"(0.1 + 0.9 x load^3), machine-wide); carbonbench draws {ours_cpu:.3g} W ({ours}"
-                   + (f"; {cpu['attribution']}" if cpu.get("attribution") else "") + ").")
+        out.append(
+            f"CPU: codecarbon draws {theirs_cpu:.3g} W ({mode}; without RAPL its load model is TDP x "
+            f"(0.1 + 0.9 x load^3), machine-wide); carbonbench draws {ours_cpu:.3g} W ({ours}"
+            + (f"; {cpu['attribution']}" if cpu.get("attribution") else "")
+            + ")."
+        )
     if math.isfinite(_watts(rows, "energy_gpu_j")):
         out.append("GPU: both read the same NVML energy counter; a difference is in when each reads it.")
     return out

@@ -67,7 +67,8 @@ class Comparison:
             for m in METRICS:
                 ratios = [r for r in group[f"{m.column}_ratio"] if _finite(r) and r > 0]
                 item[f"{m.column}_ratio_geomean"] = (
-                    math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan)
+                    math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+                )
             out.append(item)
         return out
 
@@ -84,8 +85,12 @@ def side_from_rows(name: str, label: str, rows: pd.DataFrame) -> Side:
 
 def _settings(rows: pd.DataFrame) -> str:
     parts = []
-    for cols, fmt in ((("grid_g_per_kwh", "grid_source"), "{:.4g} gCO2e/kWh"), (("pue",), "PUE {:g}"),
-                      (("usd_per_kwh",), "${:g}/kWh"), (("usd_per_device_hour",), "${:g}/device-hour")):
+    for cols, fmt in (
+        (("grid_g_per_kwh", "grid_source"), "{:.4g} gCO2e/kWh"),
+        (("pue",), "PUE {:g}"),
+        (("usd_per_kwh",), "${:g}/kWh"),
+        (("usd_per_device_hour",), "${:g}/device-hour"),
+    ):
         values = sorted({float(v) for v in pd.to_numeric(rows[cols[0]], errors="coerce").dropna()})
         if values:
             parts.append(" or ".join(fmt.format(v) for v in values))
@@ -101,9 +106,16 @@ def compare(a: Side, b: Side) -> Comparison:
             if ra["status"] == "ok" and rb["status"] == "ok" and ra["n_repeats"] and rb["n_repeats"]:
                 rows.append(_pair(ra, rb))
             else:
-                failed.append({**{k: ra[k] for k in MATCH_KEYS}, "label": ra["label"],
-                               "a_status": ra["status"], "a_error": ra["error"],
-                               "b_status": rb["status"], "b_error": rb["error"]})
+                failed.append(
+                    {
+                        **{k: ra[k] for k in MATCH_KEYS},
+                        "label": ra["label"],
+                        "a_status": ra["status"],
+                        "a_error": ra["error"],
+                        "b_status": rb["status"],
+                        "b_error": rb["error"],
+                    }
+                )
     only_a = pa[~pa["_match"].isin(keys_b)].drop(columns="_match")
     only_b = pb[~pb["_match"].isin(keys_a)].drop(columns="_match")
     matched = pd.DataFrame(rows)
@@ -119,18 +131,27 @@ def _keyed(points: pd.DataFrame) -> pd.DataFrame:
 
 def _pair(ra: pd.Series, rb: pd.Series) -> dict[str, Any]:
     row: dict[str, Any] = {k: ra[k] for k in MATCH_KEYS}
-    row.update(label=ra["label"], sizes=ra["sizes"],
-               a_engine=ra["engine"], a_dtype=ra["dtype"], b_engine=rb["engine"], b_dtype=rb["dtype"],
-               a_method=ra["energy_method"], b_method=rb["energy_method"],
-               a_repeats=ra["n_repeats"], b_repeats=rb["n_repeats"])
+    row.update(
+        label=ra["label"],
+        sizes=ra["sizes"],
+        a_engine=ra["engine"],
+        a_dtype=ra["dtype"],
+        b_engine=rb["engine"],
+        b_dtype=rb["dtype"],
+        a_method=ra["energy_method"],
+        b_method=rb["energy_method"],
+        a_repeats=ra["n_repeats"],
+        b_repeats=rb["n_repeats"],
+    )
     for m in METRICS:
         a, b = _f(ra[f"{m.column}_mean"]), _f(rb[f"{m.column}_mean"])
         ca, cb = _f(ra.get(f"{m.column}_ci95")), _f(rb.get(f"{m.column}_ci95"))
         row[f"a_{m.column}"], row[f"b_{m.column}"] = a, b
         row[f"a_{m.column}_ci95"], row[f"b_{m.column}_ci95"] = ca, cb
         row[f"{m.column}_ratio"] = b / a if _finite(a) and _finite(b) and a > 0 else math.nan
-        (row[f"{m.column}_winner"], row[f"{m.column}_factor"],
-         row[f"{m.column}_overlap"]) = winner(a, b, ca, cb, m.higher_is_better)
+        (row[f"{m.column}_winner"], row[f"{m.column}_factor"], row[f"{m.column}_overlap"]) = winner(
+            a, b, ca, cb, m.higher_is_better
+        )
     return row
 
 
@@ -163,12 +184,15 @@ def _finite(x: Any) -> bool:
 
 # ---- from paths, for `carbonbench compare` -------------------------------------------------
 
+
 def side_from_data(name: str, data: ReportData, source: str) -> Side:
     machines = {r.machine for r in data.runs}
     if len(machines) > 1:
         listed = "; ".join(sorted({r.label for r in data.runs}))
-        raise UserError(f"{source}: results from {len(machines)} machines ({listed}); give one machine per side "
-                        "(carbonbench report compares any number)")
+        raise UserError(
+            f"{source}: results from {len(machines)} machines ({listed}); give one machine per side "
+            "(carbonbench report compares any number)"
+        )
     return side_from_rows(name, data.runs[0].machine_label, data.rows)
 
 
@@ -178,12 +202,16 @@ def name_sides(a: Side, b: Side) -> None:
 
 
 def describe_point(row: Any) -> str:
-    return f"{row['label']} ({row['status']}{': ' + row['error'] if row.get('error') else ''})" \
-        if row.get("status") != "ok" else str(row["label"])
+    return (
+        f"{row['label']} ({row['status']}{': ' + row['error'] if row.get('error') else ''})"
+        if row.get("status") != "ok"
+        else str(row["label"])
+    )
 
 
 def to_dict(c: Comparison) -> dict[str, Any]:
     """The comparison as plain data, for --format json (NaN as null)."""
+
     def records(df: pd.DataFrame, cols: Optional[Sequence[str]] = None) -> list[dict]:
         if df.empty:
             return []

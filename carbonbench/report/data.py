@@ -16,12 +16,11 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from carbonbench import stats
+from carbonbench import records, stats
 from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
-from carbonbench.reading import MAX_TIMELINE, UnreadableFile, printable, read_text
 from carbonbench.meters.base import weakest_method
-from carbonbench import records
+from carbonbench.reading import MAX_TIMELINE, UnreadableFile, printable, read_text
 from carbonbench.records import POINT_FIELDS, RunRecord
 from carbonbench.results import COLUMNS, result_files, run_rows
 from carbonbench.runfile import read_run
@@ -32,8 +31,14 @@ SIZE_KEYS = list(POINT_FIELDS)
 CI_COLUMNS = ("co2e_g_per_million_tokens", "usd_per_million_tokens", "kwh_per_million_tokens")
 MEAN_COLUMNS = ("ttft_s", "tpot_s", "latency_p50_s", "latency_p99_s", "mfu", "hfu", "duration_s")
 # Each point's stored summary (over ok repeats), and its repeats and weakest method.
-SUMMARY_COLUMNS = ("n_repeats", "joules_per_token_mean", "joules_per_token_ci95", "tokens_per_s_mean",
-                   "tokens_per_s_ci95", "energy_method")
+SUMMARY_COLUMNS = (
+    "n_repeats",
+    "joules_per_token_mean",
+    "joules_per_token_ci95",
+    "tokens_per_s_mean",
+    "tokens_per_s_ci95",
+    "energy_method",
+)
 
 
 @dataclass
@@ -197,18 +202,56 @@ def _num(x: Any) -> float:
         return math.nan
 
 
-RUN_COLUMNS = ("run_label", "device_type", "device_name", "n_devices", "hostname", "scenario", "params", "quick",
-               "grid_g_per_kwh", "grid_source", "pue", "usd_per_kwh", "usd_per_device_hour", "peak_memory_bytes",
-               "weights")
-SPLIT_COLUMNS = ("gpu_j_per_token", "gpu_method", "cpu_j_per_token", "cpu_method", "dram_j_per_token", "dram_method",
-                 "active_j_per_token", "idle_j_per_token", "power_w", "tokens_total", "energy_j_total",
-                 "duration_s_total")
-CODECARBON_COLUMNS = ("codecarbon_j_per_token", "codecarbon_power_w", "codecarbon_repeats",
-                      "codecarbon_gpu_j_per_token", "codecarbon_cpu_j_per_token", "codecarbon_ram_j_per_token")
-POINT_TABLE_COLUMNS = (POINT_KEYS + list(RUN_COLUMNS) + ["status", "error", "flags", "energy_missing"]
-                       + list(SUMMARY_COLUMNS)
-                       + [f"{c}_{s}" for c in CI_COLUMNS for s in ("mean", "ci95")] + list(MEAN_COLUMNS)
-                       + list(SPLIT_COLUMNS) + list(CODECARBON_COLUMNS) + ["label", "sizes", "length"])
+RUN_COLUMNS = (
+    "run_label",
+    "device_type",
+    "device_name",
+    "n_devices",
+    "hostname",
+    "scenario",
+    "params",
+    "quick",
+    "grid_g_per_kwh",
+    "grid_source",
+    "pue",
+    "usd_per_kwh",
+    "usd_per_device_hour",
+    "peak_memory_bytes",
+    "weights",
+)
+SPLIT_COLUMNS = (
+    "gpu_j_per_token",
+    "gpu_method",
+    "cpu_j_per_token",
+    "cpu_method",
+    "dram_j_per_token",
+    "dram_method",
+    "active_j_per_token",
+    "idle_j_per_token",
+    "power_w",
+    "tokens_total",
+    "energy_j_total",
+    "duration_s_total",
+)
+CODECARBON_COLUMNS = (
+    "codecarbon_j_per_token",
+    "codecarbon_power_w",
+    "codecarbon_repeats",
+    "codecarbon_gpu_j_per_token",
+    "codecarbon_cpu_j_per_token",
+    "codecarbon_ram_j_per_token",
+)
+POINT_TABLE_COLUMNS = (
+    POINT_KEYS
+    + list(RUN_COLUMNS)
+    + ["status", "error", "flags", "energy_missing"]
+    + list(SUMMARY_COLUMNS)
+    + [f"{c}_{s}" for c in CI_COLUMNS for s in ("mean", "ci95")]
+    + list(MEAN_COLUMNS)
+    + list(SPLIT_COLUMNS)
+    + list(CODECARBON_COLUMNS)
+    + ["label", "sizes", "length"]
+)
 
 
 def point_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -226,20 +269,33 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
         first = group.iloc[0]
         ok = group[group["status"] == "ok"]
         errors = [e for e in group["error"].tolist() if isinstance(e, str) and e]
-        statuses = [s for col in ("point_status", "status") if col in group.columns
-                    for s in group[col].tolist() if isinstance(s, str) and s != "ok"]
+        statuses = [
+            s
+            for col in ("point_status", "status")
+            if col in group.columns
+            for s in group[col].tolist()
+            if isinstance(s, str) and s != "ok"
+        ]
         status = statuses[0] if statuses else ("error" if errors or ok.empty else "ok")
         row: dict[str, Any] = dict(zip(POINT_KEYS, key))
         row.update({c: first[c] for c in RUN_COLUMNS})
-        row.update(status=status, error=errors[0] if errors else "", quick=bool(first["quick"]),
-                   flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})),
-                   energy_missing=",".join(sorted({c for m in ok["energy_missing"].dropna() for c in str(m).split(",")
-                                                   if c})) or None)
-        row.update(dict.fromkeys(SUMMARY_COLUMNS, math.nan), n_repeats=len(ok),
-                   energy_method=weakest_method(ok["energy_method"].dropna()))
+        row.update(
+            status=status,
+            error=errors[0] if errors else "",
+            quick=bool(first["quick"]),
+            flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})),
+            energy_missing=",".join(sorted({c for m in ok["energy_missing"].dropna() for c in str(m).split(",") if c}))
+            or None,
+        )
+        row.update(
+            dict.fromkeys(SUMMARY_COLUMNS, math.nan),
+            n_repeats=len(ok),
+            energy_method=weakest_method(ok["energy_method"].dropna()),
+        )
         if len(ok):
-            row.update({col: first[col] for col in SUMMARY_COLUMNS if col in first.index and col.endswith(
-                ("_mean", "_ci95"))})
+            row.update(
+                {col: first[col] for col in SUMMARY_COLUMNS if col in first.index and col.endswith(("_mean", "_ci95"))}
+            )
         for col in CI_COLUMNS:
             mean, _, half = stats.ci95(pd.to_numeric(ok[col], errors="coerce").tolist())
             row[f"{col}_mean"], row[f"{col}_ci95"] = mean, half
@@ -269,7 +325,10 @@ def _sum(series: pd.Series) -> float:
 def _energy_split(ok: pd.DataFrame) -> dict[str, Any]:
     """J/token by component and idle/active, pooled; each with its method."""
     tokens = _sum(ok["tokens"])
-    per = (lambda e: e / tokens if tokens and tokens > 0 and math.isfinite(e) else math.nan)
+
+    def per(e: float) -> float:
+        return e / tokens if tokens and tokens > 0 and math.isfinite(e) else math.nan
+
     out: dict[str, Any] = {}
     for kind in ("gpu", "cpu", "dram"):
         out[f"{kind}_j_per_token"] = per(_sum(ok[f"energy_{kind}_j"]))
@@ -292,8 +351,11 @@ def _codecarbon(ok: pd.DataFrame) -> dict[str, Any]:
     cc = pd.to_numeric(ok["codecarbon_energy_j"], errors="coerce")
     have = ok[cc.notna()]
     tokens, duration = _sum(have["tokens"]), _sum(have["duration_s"])
-    out: dict[str, Any] = {"codecarbon_j_per_token": math.nan, "codecarbon_power_w": math.nan,
-                           "codecarbon_repeats": len(have)}
+    out: dict[str, Any] = {
+        "codecarbon_j_per_token": math.nan,
+        "codecarbon_power_w": math.nan,
+        "codecarbon_repeats": len(have),
+    }
     for kind in ("gpu", "cpu", "ram"):
         out[f"codecarbon_{kind}_j_per_token"] = math.nan
     if have.empty or not (tokens > 0):
@@ -309,8 +371,10 @@ def empty_reason(points: pd.DataFrame) -> str:
     """Why a chart of energy has nothing to draw: no point succeeded, or (every meter a null
     meter) points ran but none has an energy figure, which must not read as a failure."""
     if (points["status"] == "ok").any():
-        return ("Points were measured, but none has an energy figure (energy method: none, no meter for any "
-                "component): their timings are in the tables.")
+        return (
+            "Points were measured, but none has an energy figure (energy method: none, no meter for any "
+            "component): their timings are in the tables."
+        )
     return "No point was measured successfully."
 
 

@@ -44,8 +44,13 @@ def plot_text(value: Any) -> str:
 def script_json(value: Any) -> str:
     """JSON that is safe inside a <script> element, whatever its strings hold."""
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def check_plot_markup(value: Any, where: str = "figure") -> None:
@@ -107,7 +112,7 @@ def number(x: Any, digits: int = 4) -> str:
         return str(x)
     if not math.isfinite(x):
         return ""
-    if x != 0 and abs(x) >= 10 ** digits:
+    if x != 0 and abs(x) >= 10**digits:
         return f"{x:,.0f}"
     if x != 0 and abs(x) < 1e-4:
         return f"{x:.{digits - 1}e}"
@@ -132,8 +137,9 @@ class Cell:
         self.text, self.sort, self.cls, self.raw_html = text, sort, cls, raw_html
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "", caption: str = "",
-          table_id: str = "") -> str:
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "", caption: str = "", table_id: str = ""
+) -> str:
     """A sortable table; click a header to sort by it (numbers numerically)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
@@ -151,8 +157,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, cls: str = "
         body.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{esc(table_id)}"' if table_id else ""
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return (f'<div class="table-wrap"><table class="sortable {esc(cls)}"{ident}>{cap}<thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="table-wrap"><table class="sortable {esc(cls)}"{ident}>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def num_cell(x: Any, digits: int = 4, half: Any = None) -> Cell:
@@ -301,10 +309,12 @@ def page(*, title: str, subtitle_html: str, nav: Sequence[tuple[str, str]], body
     template = json.loads(json.dumps(pio.templates[TEMPLATE].to_plotly_json(), cls=PlotlyJSONEncoder))
     links = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in nav)
     # A strict CSP as a second line of defence: only inline script/style, no fetches.
-    csp = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
-           "img-src data: blob:; font-src data:; connect-src 'none'")
+    csp = (
+        "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:; connect-src 'none'"
+    )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from carbonbench import grid as gridmod
-from carbonbench.carbon import DEFAULT_PLACES, CostConfig, J_PER_KWH
+from carbonbench.carbon import DEFAULT_PLACES, J_PER_KWH, CostConfig
 from carbonbench.errors import CarbonbenchError, UserError
 from carbonbench.estimate import Facility, estimate_training
 from carbonbench.grid import GridIntensity
@@ -68,10 +68,20 @@ def full_jobs(points: pd.DataFrame) -> pd.DataFrame:
         n = _or(p["n_devices"], 1.0)
         device_hours = tokens / tps / 3600.0 * n
         row: dict[str, Any] = {
-            "run_label": p["run_label"], "label": p["label"], "model": p["model"], "method": p["energy_method"],
-            "tokens": tokens, "tokens_source": source, "joules_per_token": jpt, "tokens_per_s": tps,
-            "energy_mwh": kwh / 1e3, "pue": pue, "device_days": device_hours / 24.0, "n_devices": n,
-            "wall_days": tokens / tps / 86400.0, "grid_g_per_kwh": p["grid_g_per_kwh"],
+            "run_label": p["run_label"],
+            "label": p["label"],
+            "model": p["model"],
+            "method": p["energy_method"],
+            "tokens": tokens,
+            "tokens_source": source,
+            "joules_per_token": jpt,
+            "tokens_per_s": tps,
+            "energy_mwh": kwh / 1e3,
+            "pue": pue,
+            "device_days": device_hours / 24.0,
+            "n_devices": n,
+            "wall_days": tokens / tps / 86400.0,
+            "grid_g_per_kwh": p["grid_g_per_kwh"],
             "co2e_t": kwh * _or(p["grid_g_per_kwh"], math.nan) / 1e6,
             "cost_usd": kwh * _or(p["usd_per_kwh"], 0.0) + device_hours * _or(p["usd_per_device_hour"], 0.0),
         }
@@ -99,15 +109,26 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
     with_mfu = train[pd.to_numeric(train["mfu"], errors="coerce") > 0]
     # Per machine, the step closest to a real job: the highest MFU measured there.
     best = with_mfu.sort_values("mfu", ascending=False).groupby("run_label", sort=False).head(1)
-    job = dict(arch=ref.architecture, params=ref.param_count(), tokens=pub.training_tokens, model=ref.name,
-               devices=int(pub.devices or 1), recompute=True)
+    job = dict(
+        arch=ref.architecture,
+        params=ref.param_count(),
+        tokens=pub.training_tokens,
+        model=ref.name,
+        devices=int(pub.devices or 1),
+        recompute=True,
+    )
     for _, p in best.iterrows():
         hw = match_device(p["device_name"]) if p["device_type"] != "cpu" else None
         if hw is None:
             continue
         try:
-            est = estimate_training(**job, hardware=hw, facility=_facility(p), mfu=float(p["mfu"]),
-                                    throughput_source=f"measured: {p['label']}")
+            est = estimate_training(
+                **job,
+                hardware=hw,
+                facility=_facility(p),
+                mfu=float(p["mfu"]),
+                throughput_source=f"measured: {p['label']}",
+            )
         except UserError:  # an MFU that recomputation would push past the peak: no such job
             continue
         rows.append(_ref_row(f"at the MFU measured for {p['label']} on {p['run_label']}", est, p["energy_method"]))
@@ -117,12 +138,20 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
         except CarbonbenchError:
             hw = None
         if hw is not None:
-            est = estimate_training(**job, hardware=hw, facility=_facility(train.iloc[0], pue=1.0),
-                                    achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12,
-                                    throughput_source="published")
-            row = _ref_row(f"as published: {pub.achieved_tflops_per_device:g} TFLOP/s of hardware FLOPs per device "
-                           f"with recomputation ({pub.sources.get('achieved_tflops_per_device', 'OPT paper')}); "
-                           "400 W TDP, PUE 1.0, as in the README; CO2e at this run's grid", est, "estimated")
+            est = estimate_training(
+                **job,
+                hardware=hw,
+                facility=_facility(train.iloc[0], pue=1.0),
+                achieved_flops_per_s=pub.achieved_tflops_per_device * 1e12,
+                throughput_source="published",
+            )
+            row = _ref_row(
+                f"as published: {pub.achieved_tflops_per_device:g} TFLOP/s of hardware FLOPs per device "
+                f"with recomputation ({pub.sources.get('achieved_tflops_per_device', 'OPT paper')}); "
+                "400 W TDP, PUE 1.0, as in the README; CO2e at this run's grid",
+                est,
+                "estimated",
+            )
             if pub.emissions_tco2e:
                 row["published_co2e_t"] = pub.emissions_tco2e
             rows.append(row)
@@ -130,10 +159,21 @@ def reference_jobs(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ref_row(what: str, est, method: Any) -> dict[str, Any]:
-    return {"what": what, "hardware": est.hardware, "devices": est.devices, "mfu": est.mfu, "hfu": est.hfu,
-            "wall_days": est.wall_days, "energy_mwh": est.energy_mwh, "co2e_t": est.co2e_t,
-            "cost_usd": est.cost_usd, "grid_g_per_kwh": est.grid_g_per_kwh, "pue": est.pue, "method": method,
-            "assumptions": list(est.assumptions)}
+    return {
+        "what": what,
+        "hardware": est.hardware,
+        "devices": est.devices,
+        "mfu": est.mfu,
+        "hfu": est.hfu,
+        "wall_days": est.wall_days,
+        "energy_mwh": est.energy_mwh,
+        "co2e_t": est.co2e_t,
+        "cost_usd": est.cost_usd,
+        "grid_g_per_kwh": est.grid_g_per_kwh,
+        "pue": est.pue,
+        "method": method,
+        "assumptions": list(est.assumptions),
+    }
 
 
 def _facility(p: Any, pue: Optional[float] = None) -> Facility:
