@@ -38,7 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import carbonbench.files as files  # noqa: E402
-from carbonbench.records import ComponentRecord, PointRecord, RepeatRecord, RunRecord  # noqa: E402
+from carbonbench.records import ComponentRecord, PointRecord, RepeatRecord  # noqa: E402
+from carbonbench.run_record import RunRecord  # noqa: E402
 from carbonbench.runfile import RunFile, _jsonable, run_text, write_run  # noqa: E402
 
 

@@ -20,7 +20,8 @@ from carbonbench.errors import ResultsError
 from carbonbench.meters.base import weakest_method
 from carbonbench.meters.host import BUSY_FLAG
 from carbonbench.reading import UnreadableFile, printable, walk_files
-from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord, RunRecord
+from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord
+from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run
 from carbonbench.stats import ci95
 

@@ -41,7 +41,8 @@ from carbonbench.files import LockFile, WriteError, append_bytes, atomic_write_t
 from carbonbench.interrupts import deferred, pending, phase
 from carbonbench.journal import JOURNAL_SUFFIX, journal_line, journal_path, jsonable, merge_points, read_journal
 from carbonbench.reading import MAX_RESULT, JSONContentError, UnreadableFile, parse_json, read_text
-from carbonbench.records import SCHEMA, SCHEMA_VERSION, DeviceRecord, PointRecord, RunRecord
+from carbonbench.records import PointRecord
+from carbonbench.run_record import SCHEMA, SCHEMA_VERSION, DeviceRecord, RunRecord
 
 Log = Callable[[str], None]
 LOCK_SUFFIX = ".lock"

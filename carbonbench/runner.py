@@ -24,7 +24,8 @@ from carbonbench.interrupts import Interrupted, deferred, interrupts, pending, p
 from carbonbench.meters.base import MeterSet
 from carbonbench.meters.select import build_meter_set
 from carbonbench.model_slot import ModelSlot
-from carbonbench.records import DeviceRecord, PointRecord, RunRecord
+from carbonbench.records import PointRecord
+from carbonbench.run_record import DeviceRecord, RunRecord
 from carbonbench.runfile import RunFile, fingerprint, new_run
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
 from carbonbench.session import Session, make_sidecar

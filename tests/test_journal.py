@@ -20,8 +20,9 @@ from carbonbench import results
 from carbonbench import scenario as sc
 from carbonbench.cli import cli
 from carbonbench.errors import ResultsError
-from carbonbench.records import SCHEMA_VERSION, PointRecord, RunRecord
+from carbonbench.records import PointRecord
 from carbonbench.report import load as load_report
+from carbonbench.run_record import SCHEMA_VERSION, RunRecord
 from carbonbench.runfile import (
     JOURNAL_SUFFIX,
     RunFile,
@@ -47,7 +48,7 @@ def point(key: str, status: str = "ok", energy_j: float = 1.0) -> PointRecord:
         prompt_tokens=int(size[1:]),
         status=status,
         error=None if status == "ok" else "boom",
-        summary={"energy_j": energy_j},
+        summary={"joules_per_token": {"mean": energy_j, "std": 0.0, "ci95": 0.0, "n": 1}},
     )
 
 
@@ -102,7 +103,7 @@ def test_duplicates_keep_the_last_ok_record_and_never_two():
             point("m/prefill/b1/p32", "nan"),  # failed twice: the last
         ]
     )
-    assert [(p.key, p.status, p.summary["energy_j"]) for p in merged] == [
+    assert [(p.key, p.status, p.summary["joules_per_token"]["mean"]) for p in merged] == [
         ("m/prefill/b1/p8", "ok", 2.0),
         ("m/prefill/b1/p16", "ok", 3.0),
         ("m/prefill/b1/p32", "nan", 1.0),
@@ -115,10 +116,13 @@ def test_read_run_merges_the_journal_beside_a_stale_run_file(tmp_path):
     run_file.save(status="running")
     run_file.add_point(point("m/prefill/b1/p16"))
     run_file.add_point(point("m/prefill/b1/p8", energy_j=5.0))
-    assert json.loads(path.read_text())["points"][0]["summary"] == {"energy_j": 1.0}  # stale
+    assert json.loads(path.read_text())["points"][0]["summary"]["joules_per_token"]["mean"] == 1.0  # stale
     run = read_run(path)
     assert run.status == "running" and run.schema_version == SCHEMA_VERSION == 2
-    assert [(p.key, p.summary["energy_j"]) for p in run.points] == [("m/prefill/b1/p16", 1.0), ("m/prefill/b1/p8", 5.0)]
+    assert [(p.key, p.summary["joules_per_token"]["mean"]) for p in run.points] == [
+        ("m/prefill/b1/p16", 1.0),
+        ("m/prefill/b1/p8", 5.0),
+    ]
     with pytest.raises(ResultsError, match=r"the point journal of a run, not a run file; read r.json beside it"):
         read_run(journal_path(path))
 

@@ -231,7 +231,7 @@ def test_measure_idle_gives_power_per_component():
 
 def test_a_run_session_measures_idle_with_the_same_routine(tmp_path):
     from carbonbench.distributed import Single
-    from carbonbench.records import RunRecord
+    from carbonbench.run_record import RunRecord
     from carbonbench.runfile import RunFile
     from carbonbench.session import Session
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from carbonbench import results
-from carbonbench.records import RunRecord
 from carbonbench.report import load as load_report
+from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run, write_run
 
 OLD = Path(__file__).parent / "data" / "old_results" / "schema1"

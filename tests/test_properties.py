@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carbonbench import records, results, runfile
+from carbonbench import results, run_record, runfile
 from carbonbench import scenario as sc
 from carbonbench.errors import ConfigError
 
@@ -238,8 +238,8 @@ def make_run(points: list[dict], carbon_section: dict) -> dict:
             }
         )
     return {
-        "schema": records.SCHEMA,
-        "schema_version": records.SCHEMA_VERSION,
+        "schema": run_record.SCHEMA,
+        "schema_version": run_record.SCHEMA_VERSION,
         "run_id": "prop",
         "status": "complete",
         "scenario": {"name": "prop", "carbon": carbon_section},

@@ -45,7 +45,8 @@ from carbonbench.api.window import (
 from carbonbench.distributed.context import Single
 from carbonbench.errors import MeterError, UserError
 from carbonbench.meters.base import Measurement
-from carbonbench.records import DeviceRecord, PointRecord, RepeatRecord, RunRecord, point_summary, window_label
+from carbonbench.records import PointRecord, RepeatRecord, point_summary, window_label
+from carbonbench.run_record import DeviceRecord, RunRecord
 from carbonbench.runfile import RunFile, fingerprint, new_run
 from carbonbench.session import Interrupted, Session, make_sidecar
 from carbonbench.timeline import TimelineFile

@@ -27,7 +27,8 @@ from carbonbench.distributed.launch import maybe_inject_fault
 from carbonbench.distributed.ranks import RankInfo, topology
 from carbonbench.errors import UserError
 from carbonbench.meters.base import Measurement, MeterSet
-from carbonbench.records import PointRecord, RunRecord
+from carbonbench.records import PointRecord
+from carbonbench.run_record import RunRecord
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 DEFAULT_TIMEOUT_S = 300.0

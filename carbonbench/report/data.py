@@ -21,8 +21,9 @@ from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
 from carbonbench.meters.base import weakest_method
 from carbonbench.reading import MAX_TIMELINE, UnreadableFile, printable, read_text
-from carbonbench.records import POINT_FIELDS, RunRecord
+from carbonbench.records import POINT_FIELDS
 from carbonbench.results import COLUMNS, result_files, run_rows
+from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run
 
 POINT_KEYS = list(records.POINT_KEYS)
