@@ -22,14 +22,12 @@ from carbonbench.forecast import sweep_forecast
 from carbonbench.inputs import check_inputs, point_inputs, tokenizer_for
 from carbonbench.interrupts import Interrupted, deferred, interrupts, pending, phase
 from carbonbench.meters.base import MeterSet
-from carbonbench.meters.select import build_meter_set
 from carbonbench.model_slot import ModelSlot
 from carbonbench.records import PointRecord
-from carbonbench.run_record import DeviceRecord, RunRecord
-from carbonbench.runfile import RunFile, fingerprint, new_run
+from carbonbench.run_record import RunRecord
+from carbonbench.runfile import RunFile
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
-from carbonbench.session import Session, make_sidecar
-from carbonbench.timeline import TimelineFile
+from carbonbench.session import Session, open_run_file, open_session
 from carbonbench.windows import PeakMemory, failure, free_memory, measure_window, sync_fn, warm_up
 from carbonbench.workloads import make_workload
 
@@ -77,7 +75,7 @@ class Runner:
         self.job: Job = dist or Single(environment.resolve_device(device or scenario.device))
         self.device = self.job.device
         self.dtype = environment.resolve_dtype(scenario.dtype, self.device)
-        self._meters, self.run_file = meters, None
+        self.meters, self.run_file = meters, None  # None: built for the device at run()
         self.points = expand(self.scenario)
         check_inputs(self.scenario)  # before anything is written to out_dir
         # How each point spreads over the ranks (all "single" on one process).
@@ -90,9 +88,9 @@ class Runner:
             run_file, status, todo = None, "failed", self.points
             try:
                 with deferred():  # the run file opened and known here, or neither
-                    run_file = self.run_file = self._open_run_file()
+                    run_file = self.run_file = open_run_file(self, self.hooks.log)
                 todo = self._todo(run_file)
-                with self._session(run_file) as session:
+                with open_session(self, run_file) as session:
                     if self.job.broadcast(run_file.record.idle is None and m.idle_baseline_s > 0):
                         self.hooks.log(f"measuring idle power for {m.idle_baseline_s:g} s")
                         run_file.record.idle = session.idle(m.idle_baseline_s)
@@ -125,35 +123,6 @@ class Runner:
         if todo:
             self.hooks.log(sweep_forecast(self.scenario, todo, self.device, self.dtype).message)
         return todo
-
-    def _open_run_file(self) -> RunFile:
-        env = environment.collect(self.device)
-        fp = fingerprint(self.scenario.to_dict(), self.job.fingerprint_device(env["device_name"]), self.quick_run)
-        device = DeviceRecord(
-            self.device.type, env["device_name"], self.job.world_size, str(self.dtype).removeprefix("torch.")
-        )
-
-        def new() -> RunRecord:
-            record = new_run(self.scenario.to_dict(), self.source, env, device, fp, self.quick_run)
-            self.job.annotate(record)
-            return record
-
-        return RunFile.open(self.out_dir, new, fp, resume=self.resume, writer=self.job.is_writer, log=self.hooks.log)
-
-    def _session(self, run_file: RunFile) -> Session:
-        # Under torchrun each rank meters its own GPU, and only one rank per node the CPU and DRAM.
-        meters = self._meters or build_meter_set(
-            self.device, self.scenario.measurement, gpu_indices=self.job.gpu_indices()
-        )
-        # Samples go to disk after every window, so memory stays flat however long the run.
-        timeline = TimelineFile(run_file.timeline_path, resume=self.resume) if self.job.is_writer else None
-        return Session(
-            self.job.filter_meters(meters),
-            self.job,
-            run_file,
-            make_sidecar(self.scenario, self.out_dir, self.job),
-            timeline,
-        )
 
     def _run_model(self, entry: ModelEntry, points: list[Point], run_file: RunFile, session: Session) -> None:
         # The engine (native, transformers) runs every workload; the run records its options here.

@@ -14,12 +14,15 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from carbonbench import environment
 from carbonbench.distributed.context import Job
 from carbonbench.errors import MeterError
 from carbonbench.interrupts import Interrupted, interrupts, phase
 from carbonbench.meters.base import Measurement, MeterSet
 from carbonbench.meters.idle import IdleBaseline, measure_idle
-from carbonbench.runfile import RunFile
+from carbonbench.meters.select import build_meter_set
+from carbonbench.run_record import DeviceRecord, RunRecord
+from carbonbench.runfile import RunFile, fingerprint, new_run
 from carbonbench.timeline import TimelineFile
 
 __all__ = ["Interrupted", "NoSidecar", "Session", "SessionWindow", "interrupts", "make_sidecar"]
@@ -65,6 +68,31 @@ def make_sidecar(scenario, out_dir, job: Job):
     except ImportError:
         return NoSidecar("codecarbon is not installed")
     return CodecarbonSidecar(scenario.carbon, enabled=True, output_dir=out_dir)
+
+
+def open_run_file(run, log) -> RunFile:
+    """The run file of a runner.Runner: resumed (same fingerprint) or new, written by the writing rank only."""
+    scenario, device, job, quick_run = run.scenario, run.device, run.job, run.quick_run
+    env = environment.collect(device)
+    fp = fingerprint(scenario.to_dict(), job.fingerprint_device(env["device_name"]), quick_run)
+    record_device = DeviceRecord(device.type, env["device_name"], job.world_size, str(run.dtype).removeprefix("torch."))
+
+    def new() -> RunRecord:
+        record = new_run(scenario.to_dict(), run.source, env, record_device, fp, quick_run)
+        job.annotate(record)
+        return record
+
+    return RunFile.open(run.out_dir, new, fp, resume=run.resume, writer=job.is_writer, log=log)
+
+
+def open_session(run, run_file: RunFile) -> "Session":
+    """The session of a runner.Runner: its meters (or the ones it was given), sidecar and timeline."""
+    scenario, job = run.scenario, run.job
+    # Under torchrun each rank meters its own GPU, and only one rank per node the CPU and DRAM.
+    meters = run.meters or build_meter_set(run.device, scenario.measurement, gpu_indices=job.gpu_indices())
+    # Samples go to disk after every window, so memory stays flat however long the run.
+    timeline = TimelineFile(run_file.timeline_path, resume=run.resume) if job.is_writer else None
+    return Session(job.filter_meters(meters), job, run_file, make_sidecar(scenario, run.out_dir, job), timeline)
 
 
 class Session:
