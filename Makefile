@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 SCENARIO ?= scenarios/opt-125m.yaml
 OUT    ?= results
 
-.PHONY: demo test install install-test report clean
+.PHONY: demo test lint check install install-test report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -q
+
+# The layer contract (pyproject.toml [tool.importlinter]) and ruff's lint and format.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+check: lint test
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
