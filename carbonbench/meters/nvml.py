@@ -33,6 +33,7 @@ from carbonbench.meters.nvml_names import (  # noqa: F401  (the meter's errors, 
     NvmlError,
     NVMLNoPermission,
     NVMLNotSupported,
+    field_number,
     map_error,
 )
 from carbonbench.meters.sampler import SampledMeter
@@ -269,7 +270,7 @@ class NvmlMeter(SampledMeter):
             return None
         if value.nvmlReturn != pynvml.NVML_SUCCESS:
             return None
-        return _field_number(value)
+        return field_number(value, pynvml)
 
     # -- reads -----------------------------------------------------------------------
     def _power_w(self, gpu: Gpu) -> Optional[float]:
@@ -365,14 +366,6 @@ class NvmlMeter(SampledMeter):
         }
 
 
-def _field_number(value) -> float:
-    """The number in an nvmlFieldValue_t, read through the union member its type names."""
-    for const, member in VALUE_MEMBERS.items():
-        if getattr(pynvml, const, None) == value.valueType:
-            return float(getattr(value.value, member))
-    return float(value.value.uiVal)  # the power fields are unsigned ints (mW)
-
-
 # -- what NVML offers, for `carbonbench env` -------------------------------------------
 def optional_call(fn: str, *args, refused: Optional[list] = None):
     """``pynvml.<fn>(*args)``, or None where the GPU, the driver or this pynvml lacks it.
@@ -399,11 +392,3 @@ def mig_mode(handle, refused: Optional[list] = None) -> Optional[str]:
         return None
     current = modes[0] if isinstance(modes, (list, tuple)) else modes
     return "enabled" if current == getattr(pynvml, "NVML_DEVICE_MIG_ENABLE", 1) else "disabled"
-
-
-def optional_text(value) -> Optional[str]:
-    return _text(value) if value is not None else None
-
-
-def mw_to_w(value) -> Optional[float]:
-    return value / 1000.0 if isinstance(value, (int, float)) else None

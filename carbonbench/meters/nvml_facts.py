@@ -9,7 +9,7 @@ matter most; a refused read is listed, never raised.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 from carbonbench.errors import MeterError
 from carbonbench.meters import nvml
@@ -32,8 +32,8 @@ def describe_system() -> dict[str, Any]:
     cuda_driver = nvml.optional_call("nvmlSystemGetCudaDriverVersion")
     facts: dict[str, Any] = {
         "available": True,
-        "driver_version": nvml.optional_text(nvml.optional_call("nvmlSystemGetDriverVersion")),
-        "nvml_version": nvml.optional_text(nvml.optional_call("nvmlSystemGetNVMLVersion")),
+        "driver_version": optional_text(nvml.optional_call("nvmlSystemGetDriverVersion")),
+        "nvml_version": optional_text(nvml.optional_call("nvmlSystemGetNVMLVersion")),
         "cuda_driver_version": f"{cuda_driver // 1000}.{cuda_driver % 1000 // 10}"
         if isinstance(cuda_driver, int)
         else None,
@@ -73,20 +73,20 @@ def _device_facts(index: int, handle) -> dict[str, Any]:
     reasons = read("nvmlDeviceGetCurrentClocksEventReasons")
     return {
         "nvml_index": index,
-        "name": nvml.optional_text(read("nvmlDeviceGetName")),
-        "uuid": nvml.optional_text(read("nvmlDeviceGetUUID")),
+        "name": optional_text(read("nvmlDeviceGetName")),
+        "uuid": optional_text(read("nvmlDeviceGetUUID")),
         "architecture": arch,
         "compute_capability": f"{capability[0]}.{capability[1]}" if isinstance(capability, (list, tuple)) else None,
         "energy_counter": energy_mj is not None,
         "energy_counter_mj": energy_mj,
         "power_instant_field": instant_mw is not None,
-        "power_instant_w": nvml.mw_to_w(instant_mw),
-        "power_usage_w": nvml.mw_to_w(read("nvmlDeviceGetPowerUsage")),
-        "power_limit_w": nvml.mw_to_w(read("nvmlDeviceGetPowerManagementLimit")),
-        "power_limit_default_w": nvml.mw_to_w(read("nvmlDeviceGetPowerManagementDefaultLimit")),
-        "power_limit_min_w": nvml.mw_to_w(constraints[0]) if isinstance(constraints, (list, tuple)) else None,
-        "power_limit_max_w": nvml.mw_to_w(constraints[1]) if isinstance(constraints, (list, tuple)) else None,
-        "enforced_power_limit_w": nvml.mw_to_w(read("nvmlDeviceGetEnforcedPowerLimit")),
+        "power_instant_w": mw_to_w(instant_mw),
+        "power_usage_w": mw_to_w(read("nvmlDeviceGetPowerUsage")),
+        "power_limit_w": mw_to_w(read("nvmlDeviceGetPowerManagementLimit")),
+        "power_limit_default_w": mw_to_w(read("nvmlDeviceGetPowerManagementDefaultLimit")),
+        "power_limit_min_w": mw_to_w(constraints[0]) if isinstance(constraints, (list, tuple)) else None,
+        "power_limit_max_w": mw_to_w(constraints[1]) if isinstance(constraints, (list, tuple)) else None,
+        "enforced_power_limit_w": mw_to_w(read("nvmlDeviceGetEnforcedPowerLimit")),
         "sm_clock_mhz": read("nvmlDeviceGetClockInfo", clock_sm),
         "mem_clock_mhz": read("nvmlDeviceGetClockInfo", clock_mem),
         "max_sm_clock_mhz": read("nvmlDeviceGetMaxClockInfo", clock_sm),
@@ -100,3 +100,11 @@ def _device_facts(index: int, handle) -> dict[str, Any]:
         "persistence_mode": read("nvmlDeviceGetPersistenceMode"),
         "refused": refused,
     }
+
+
+def optional_text(value) -> Optional[str]:
+    return nvml._text(value) if value is not None else None
+
+
+def mw_to_w(value) -> Optional[float]:
+    return value / 1000.0 if isinstance(value, (int, float)) else None

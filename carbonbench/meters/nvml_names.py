@@ -87,3 +87,11 @@ VALUE_MEMBERS = {
     "NVML_VALUE_TYPE_SIGNED_INT": "siVal",
     "NVML_VALUE_TYPE_UNSIGNED_SHORT": "usVal",
 }
+
+
+def field_number(value: Any, pynvml: Any) -> float:
+    """The number in an nvmlFieldValue_t, read through the union member its type names."""
+    for const, member in VALUE_MEMBERS.items():
+        if getattr(pynvml, const, None) == value.valueType:
+            return float(getattr(value.value, member))
+    return float(value.value.uiVal)  # the power fields are unsigned ints (mW)
