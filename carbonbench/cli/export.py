@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
 import click
+
+from carbonbench.reading import printable
 
 
 @click.command()
@@ -49,9 +52,16 @@ def export(results: tuple[Path, ...], fmt: str | None, out: Path | None, what: s
         warnings.simplefilter("always")
         df = ex.table(results, what, on_error="skip" if skip_damaged else "raise")
     for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
+        click.echo(f"warning: {printable(w.message)}", err=True)
     if out is None:
-        click.echo(df.to_csv(index=False), nl=False)
+        text = df.to_csv(index=False)
+        # On a terminal the CSV is for reading: text from result files must not drive it. Piped
+        # to a file or a program, the data goes through as it is (color=True: click would
+        # otherwise strip what looks like an ANSI sequence from the values).
+        if sys.stdout.isatty():
+            click.echo(printable(text, newlines=True), nl=False)
+        else:
+            click.echo(text, nl=False, color=True)
         return
     try:
         ex.write(df, out, chosen)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from carbonbench.reading import printable
+
 
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
@@ -47,5 +49,5 @@ def report(results: tuple[Path, ...], out: Path | None, title: str | None, skip_
             raise (UserError if exc.exit_status == 2 else click.ClickException)(str(exc)) from None
         finally:
             for w in caught:
-                click.echo(f"warning: {w.message}", err=True)
-    click.echo(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+                click.echo(f"warning: {printable(w.message)}", err=True)
+    click.echo(f"report: {printable(path)} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -12,6 +12,7 @@ import click
 
 from carbonbench.cli.table import print_table
 from carbonbench.errors import UserError
+from carbonbench.reading import printable
 
 
 @click.command()
@@ -161,6 +162,7 @@ def _run(
     def log(msg: str) -> None:
         if not writer:
             return
+        msg = printable(msg)  # messages quote names read from files: a terminal must not act on them
         bar = drawn.get("bar")
         if bar is None:
             click.echo(msg, err=True)
@@ -205,7 +207,7 @@ def _run(
     _summary(outcome.run)
     if outcome.unsaved:
         raise click.ClickException(outcome.unsaved)
-    click.echo(f"results: {outcome.path}")
+    click.echo(f"results: {printable(outcome.path)}")
     if outcome.failed:
         click.echo(f"{outcome.failed} point(s) failed; see the 'error' field of each point", err=True)
         sys.exit(1)
@@ -261,7 +263,7 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _shown(item) -> str:
     # A long item would wrap the bar's line, and a wrapped line cannot be redrawn in place.
-    text = item or ""
+    text = printable(item or "")
     return text if len(text) <= 60 else text[:57] + "..."
 
 
