@@ -1,4 +1,4 @@
-"""The run-file schema as types: a run, its points, their repeats.
+"""The run-file schema as types: a point, its repeats, their components.
 
 The runner builds these records, the run file stores their ``to_dict()``, and readers
 get them back through ``from_dict``, which is also the validation: a hand-edited or
@@ -6,9 +6,7 @@ damaged file is refused here, by file and key path, never with a TypeError later
 Keys this version does not know are kept in ``extra`` and written back unchanged, so
 a file passes through any reader intact.
 
-Schema versions (docs/results.md): 1 holds every point inside the run file; 2, while a
-run is going on or after it was killed, holds only some and journals the rest beside it
-(``<run-id>.points.jsonl``), which carbonbench.runfile.read_run merges in.
+The run itself (``RunRecord``, its schema versions) is in carbonbench.run_record.
 """
 
 from __future__ import annotations
