@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import DATA
 from safetensors.torch import save_file
-
-from carbonbench.cli import cli
+from support import DATA
+from support.checkpoints import CONFIG, good_state_dict, write_checkpoint
+from support.cli import invoke_cli
+from support.scenarios import scenario_text
 
 SCENARIOS = sorted((DATA / "bad_scenarios").glob("*.yaml"))
 CARDS = sorted((DATA / "bad_cards").glob("*.yaml"))
@@ -57,8 +57,6 @@ RESULTS = {
 # Sound result files whose recorded scenario is not: only re-running them fails.
 RERUN_ONLY = {name for name in RESULTS if name.startswith("scenario_") and name != "scenario_not_mapping.json"}
 
-MEASUREMENT = "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, idle_baseline_s: 0, codecarbon: false}\n"
-
 
 def expected_message(path: Path) -> str:
     first = (path.read_text().splitlines() or [""])[0]
@@ -67,7 +65,7 @@ def expected_message(path: Path) -> str:
 
 
 def invoke(args: list[str], env: dict | None = None):
-    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+    return invoke_cli(*args, env=env)
 
 
 def assert_one_line_error(result, expected: str, *names) -> str:
@@ -91,7 +89,7 @@ def assert_nothing_written(out: Path) -> None:
 
 def scenario_for(model: str | Path, directory: Path) -> Path:
     path = directory / "scenario.yaml"
-    path.write_text(f"name: t\nmodels: ['{model}']\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n" + MEASUREMENT)
+    path.write_text(scenario_text(models=f"['{model}']"))
     return path
 
 
@@ -141,36 +139,6 @@ def test_python_tags_are_never_constructed(tmp_path):
 
 
 # -- checkpoint directories -----------------------------------------------------------
-CONFIG = {
-    "model_type": "opt",
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "hidden_size": 16,
-    "ffn_dim": 32,
-    "vocab_size": 100,
-    "max_position_embeddings": 64,
-    "word_embed_proj_dim": 16,
-    "do_layer_norm_before": True,
-    "activation_function": "relu",
-}
-
-
-def good_state_dict() -> dict[str, torch.Tensor]:
-    from carbonbench.opt import build
-    from carbonbench.opt.card import Architecture
-
-    arch = Architecture(n_layers=1, n_heads=2, d_model=16, ffn_dim=32, vocab_size=100, max_positions=64)
-    model = build(arch, seed=0)
-    return {f"model.decoder.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def write_checkpoint(directory: Path, state: dict | None = None, config: dict | None = None) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(config or CONFIG))
-    save_file(state if state is not None else good_state_dict(), directory / "model.safetensors")
-    return directory
-
-
 class _Evil:
     """Unpickling this calls Path.touch(marker): it must be refused, never executed."""
 
@@ -381,9 +349,7 @@ def test_bad_prompts_file(name, tmp_path):
     prompts = tmp_path / name
     prompts.write_bytes(content if isinstance(content, bytes) else content.encode())
     scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(
-        f"name: t\nmodels: [opt-tiny]\nworkloads: {{prefill: {{prompt_tokens: [8]}}, prompts: {name}}}\n" + MEASUREMENT
-    )
+    scenario.write_text(scenario_text(workloads=f"{{prefill: {{prompt_tokens: [8]}}, prompts: {name}}}"))
     out = tmp_path / "out"
     result = invoke(["run", scenario, "--out", out, "--device", "cpu"])
     assert_one_line_error(result, expected, prompts)

@@ -24,13 +24,6 @@ from carbonbench.carbon import (
 )
 from carbonbench.config import build
 from carbonbench.errors import ConfigError, ResultsError
-from carbonbench.hardware import HARDWARE_FILE_ENV
-
-
-@pytest.fixture(autouse=True)
-def _no_user_hardware(monkeypatch):
-    monkeypatch.delenv(HARDWARE_FILE_ENV, raising=False)
-
 
 # ---- grid ------------------------------------------------------------------------------
 

@@ -3,10 +3,7 @@
 import json
 
 import pytest
-from click.testing import CliRunner
-from conftest import DATA
-
-from carbonbench.cli import cli
+from support import DATA
 
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 
@@ -55,48 +52,47 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
-def test_format_json_is_valid_and_stable(name, other_machine):
+def test_format_json_is_valid_and_stable(invoke_cli, name, other_machine):
     args, keys = COMMANDS[name]
     args = [str(other_machine) if a == "OTHER" else a for a in args]
-    runner = CliRunner()
-    first = runner.invoke(cli, [*args, "--format", "json"])
+    first = invoke_cli(*args, "--format", "json")
     assert first.exit_code == 0, first.output
     data = strict_json(first.stdout)
     assert keys <= set(data), sorted(data)
     assert first.stderr == ""  # nothing beside the JSON
-    again = strict_json(runner.invoke(cli, [*args, "--format", "json"]).stdout)
+    again = strict_json(invoke_cli(*args, "--format", "json").stdout)
     assert list(again) == list(data)  # the same keys, in the same order
     if name != "env":  # env reads live counters; the others are functions of their input
         assert again == data
-    text = runner.invoke(cli, args)
+    text = invoke_cli(*args)
     assert text.exit_code == 0 and not text.stdout.lstrip().startswith("{")  # text stays the default
 
 
-def test_models_json_has_exact_counts():
-    data = strict_json(CliRunner().invoke(cli, ["models", "--format", "json"]).stdout)
+def test_models_json_has_exact_counts(invoke_cli):
+    data = strict_json(invoke_cli("models", "--format", "json").stdout)
     cards = {c["name"]: c for c in data["cards"]}
     assert cards["opt-175b"]["parameters"] == 174_604_468_224
     assert cards["opt-350m"]["architecture"]["layer_norm"] == "post"
     assert [c["parameters"] for c in data["cards"]] == sorted(c["parameters"] for c in data["cards"])
 
 
-def test_env_json_is_still_accepted_but_deprecated():
-    result = CliRunner().invoke(cli, ["env", "--device", "cpu", "--json"])
+def test_env_json_is_still_accepted_but_deprecated(invoke_cli):
+    result = invoke_cli("env", "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
     assert strict_json(result.stdout)["device_type"] == "cpu"
     assert "--json is deprecated; use --format json" in result.stderr
-    both = CliRunner().invoke(cli, ["env", "--json", "--format", "text"])
+    both = invoke_cli("env", "--json", "--format", "text")
     assert both.exit_code == 2 and "--json and --format text contradict each other" in both.output
 
 
-def test_models_without_any_card_is_an_error(tmp_path, monkeypatch):
+def test_models_without_any_card_is_an_error(invoke_cli, tmp_path, monkeypatch):
     import carbonbench.opt.card as card
 
     monkeypatch.setattr(card, "shipped_cards_dir", lambda: None)
     monkeypatch.chdir(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = CliRunner().invoke(cli, ["models"], env={"CARBONBENCH_MODEL_DIR": str(empty)})
+    result = invoke_cli("models", env={"CARBONBENCH_MODEL_DIR": str(empty)})
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: no model cards found, looked in {empty}")

@@ -12,24 +12,7 @@ from carbonbench.meters.codecarbon_sidecar import CodecarbonSidecar
 ENERGY_KEYS = ("energy_j", "cpu_energy_j", "gpu_energy_j", "ram_energy_j", "emissions_g", "duration_s")
 
 
-@pytest.fixture
-def hostile_config(tmp_path, monkeypatch):
-    """Config files and variables that would change codecarbon's behaviour if read."""
-    config = "[codecarbon]\npue = 5.0\nproject_name = from-file\nmeasure_power_secs = 99\nsave_to_api = True\n"
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    (home / ".codecarbon.config").write_text(config)
-    (work / ".codecarbon.config").write_text(config)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("CODECARBON_PUE", "3.0")
-    monkeypatch.setenv("CODECARBON_EXPERIMENT_NAME", "from-env")
-    monkeypatch.setenv("CODECARBON_FORCE_CPU_POWER", "1000")
-    return work
-
-
-def test_a_real_offline_tracker_measures_a_point_and_ignores_user_config(hostile_config):
+def test_a_real_offline_tracker_measures_a_point_and_ignores_user_config(hostile_codecarbon_config):
     sc = CodecarbonSidecar(CarbonConfig(country="FRA"), sample_interval_s=5.0)
     sc.start()
     sc.begin_point("p0")
@@ -57,7 +40,7 @@ def test_a_real_offline_tracker_measures_a_point_and_ignores_user_config(hostile
     assert conf["pue"] == 1.0 and conf["measure_power_secs"] == 5.0
     assert conf["project_name"] == "codecarbon" and conf["experiment_name"] == "base"
     assert conf["force_cpu_power"] is None and conf["save_to_api"] is False
-    assert not list(hostile_config.glob("*.csv"))  # nothing written without output_dir
+    assert not list(hostile_codecarbon_config.glob("*.csv"))  # nothing written without output_dir
 
 
 def test_with_an_output_dir_codecarbons_csvs_go_to_a_folder_of_their_own(tmp_path):
@@ -72,7 +55,7 @@ def test_with_an_output_dir_codecarbons_csvs_go_to_a_folder_of_their_own(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["codecarbon"]
 
 
-def test_without_isolation_the_hostile_config_would_have_been_read(hostile_config):
+def test_without_isolation_the_hostile_config_would_have_been_read(hostile_codecarbon_config):
     # Proves the fixture is live: the plain tracker picks the files and variables up.
     tracker = sidecar_module._tracker_class(isolate=False)(
         country_iso_code="FRA", save_to_file=False, log_level="error", allow_multiple_runs=True

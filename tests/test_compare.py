@@ -4,10 +4,9 @@ import json
 import math
 
 import pytest
-from click.testing import CliRunner
-from conftest import DATA
+from support import DATA
+from support.cli import invoke_cli
 
-from carbonbench.cli import cli
 from carbonbench.report.compare import winner
 
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
@@ -40,7 +39,7 @@ def a100(tmp_path):
 
 
 def invoke(*args):
-    return CliRunner().invoke(cli, ["compare", *map(str, args)])
+    return invoke_cli("compare", *map(str, args))
 
 
 def test_json_gives_exact_ratios_and_lists_unmatched_points(a100):

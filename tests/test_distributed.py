@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import ROOT
+from support.meters import ConstantMeter
+from support.scenarios import scenario_text
 
 from carbonbench import scenario as sc
 from carbonbench.distributed.aggregate import agree, combine
@@ -26,11 +29,10 @@ from carbonbench.distributed.context import topology
 from carbonbench.distributed.launch import failure_report, torchrun_args, worker_args
 from carbonbench.distributed.parallel import Layout, layout_for
 from carbonbench.errors import ConfigError, UserError
-from carbonbench.meters.base import ComponentEnergy, Measurement, Meter
+from carbonbench.meters.base import ComponentEnergy, Measurement
 from carbonbench.opt.card import find_card
 from carbonbench.records import PointRecord
 
-ROOT = Path(__file__).resolve().parents[1]
 GB = 10**9
 
 
@@ -237,26 +239,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class ConstantPower(Meter):
-    """A stand-in GPU meter: a fixed power, so each rank's share of the sum is known."""
-
-    resolution_s = 0.0
-
-    def __init__(self, component: str, power_w: float):
-        self.component, self.power_w, self.name = component, power_w, "constant"
-
-    def begin(self):
-        return None
-
-    def end(self, snapshot, start_unix_s, end_unix_s):
-        return [
-            ComponentEnergy(self.component, "gpu", self.power_w * (end_unix_s - start_unix_s), "counter", self.name)
-        ]
-
-    def describe(self):
-        return {"name": self.name, "kind": "gpu", "method": "counter"}
-
-
 def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None:
     """One rank of the 2-process job; results go to out/rank<R>.json."""
     import torch.distributed as dist
@@ -336,7 +318,7 @@ def _job(rank: int, world: int, port: int, out: str, scenario_path: str) -> None
 
     # The runner: a fake GPU meter per rank plus the CPU and DRAM models on both ranks;
     # only rank 0 (the node leader) may keep the latter.
-    meters = MeterSet([ConstantPower(f"gpu{rank}", 100.0 + 10 * rank), CpuEstimateMeter(), DramEstimateMeter()])
+    meters = MeterSet([ConstantMeter(f"gpu{rank}", "gpu", 100.0 + 10 * rank), CpuEstimateMeter(), DramEstimateMeter()])
     outcome = Runner(sc.load(scenario_path), Path(out) / "runs", dist=ctx, meters=meters).run()
     result["run_path"] = str(outcome.path)
     ctx.close()
@@ -353,10 +335,15 @@ def two_process_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
     scenario = out / "tiny.yaml"
     scenario.write_text(
-        "name: tiny-dist\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
-        "workloads:\n  prefill: {prompt_tokens: [16]}\n  train: {seq_len: [16]}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.1, repeats: 2, idle_baseline_s: 0.1, codecarbon: false}\n"
-        "parallel: {strategy: tp, timeout_s: 60}\n"
+        scenario_text(
+            name="tiny-dist",
+            batch_sizes="[2]",
+            workloads="{prefill: {prompt_tokens: [16]}, train: {seq_len: [16]}}",
+            min_seconds=0.1,
+            repeats=2,
+            idle_baseline_s=0.1,
+            extra="parallel: {strategy: tp, timeout_s: 60}\n",
+        )
     )
     t0 = time.monotonic()
     mp.spawn(_job, args=(2, _free_port(), str(out), str(scenario)), nprocs=2, join=True)
@@ -426,11 +413,17 @@ def test_cli_launch_writes_one_file_and_a_killed_rank_ends_the_run_naming_it(tmp
     names rank 1, and rank 0's one file keeps the finished points with every rank's share."""
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(
-        "name: tiny-cli\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
-        "workloads:\n  prefill: {prompt_tokens: [16]}\n  decode: {prompt_tokens: [8], new_tokens: [2]}\n"
-        "  train: {seq_len: [16]}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.1, repeats: 2, idle_baseline_s: 0.1, codecarbon: false}\n"
-        "parallel: {strategy: auto, timeout_s: 20}\n"
+        scenario_text(
+            name="tiny-cli",
+            batch_sizes="[2]",
+            workloads=(
+                "{prefill: {prompt_tokens: [16]}, decode: {prompt_tokens: [8], new_tokens: [2]}, train: {seq_len: [16]}}"
+            ),
+            min_seconds=0.1,
+            repeats=2,
+            idle_baseline_s=0.1,
+            extra="parallel: {strategy: auto, timeout_s: 20}\n",
+        )
     )
     out = tmp_path / "out"
     t0 = time.monotonic()

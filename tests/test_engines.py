@@ -8,7 +8,8 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from support import ROOT
+from support.scenarios import scenario_text
 
 from carbonbench import opt, results
 from carbonbench import scenario as sc
@@ -270,12 +271,12 @@ def test_plain_and_section_forms_and_the_round_trip(tiny_scenario):
     assert sc.load(tiny_scenario()).engine == EngineConfig()
 
 
-def test_results_read_old_runs_whose_engine_is_a_name(tiny_scenario, tmp_path):
-    outcome = run(decode_only(tiny_scenario()), tmp_path / "out")
-    data = json.loads(outcome.path.read_text())
+def test_results_read_old_runs_whose_engine_is_a_name(tiny_run, copy_run, tmp_path):
+    path = copy_run(tiny_run)  # in tmp_path/out
+    data = json.loads(path.read_text())
     data.pop("engine")
     data["scenario"]["engine"] = "native"
-    outcome.path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data))
     df = results.load(tmp_path / "out")
     assert set(df["engine"]) == {"native"} and df["engine_options"].isna().all()
 
@@ -341,9 +342,14 @@ def test_benchmark_runs_both_engines_and_writes_ratios(tmp_path):
 
     path = tmp_path / "b.yaml"
     path.write_text(
-        "name: b\nmodels: [opt-tiny]\ndevice: cpu\nbatch_sizes: [1]\n"
-        "workloads: {decode: {prompt_tokens: [4], new_tokens: [3]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 2, idle_baseline_s: 0.05, codecarbon: false}\n"
+        scenario_text(
+            name="b",
+            device="cpu",
+            batch_sizes="[1]",
+            workloads="{decode: {prompt_tokens: [4], new_tokens: [3]}}",
+            repeats=2,
+            idle_baseline_s=0.05,
+        )
     )
     out = tmp_path / "bench"
     summary = bench.main(["--cpu", "--scenario", str(path), "--out", str(out), "--ceiling-seconds", "0.05"])

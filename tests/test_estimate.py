@@ -6,34 +6,26 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from support import ROOT
+from support.cli import invoke_cli
 
 from carbonbench import flops
 from carbonbench.carbon import CostConfig, EmbodiedConfig
-from carbonbench.cli import cli
 from carbonbench.equivalents import FACTORS, equivalents
 from carbonbench.errors import UserError
 from carbonbench.estimate import Facility, Host, estimate_power, estimate_training, job_flops
 from carbonbench.grid import explicit_intensity, resolve
-from carbonbench.hardware import HARDWARE_FILE_ENV, get_hardware
+from carbonbench.hardware import get_hardware
 from carbonbench.measured import estimate_inference, facility_for_point, select_point
 from carbonbench.opt.card import find_card
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _no_user_hardware(monkeypatch):
-    monkeypatch.delenv(HARDWARE_FILE_ENV, raising=False)
-
 
 def _invoke(*args: str):
-    return CliRunner().invoke(cli, ["estimate", *args])
+    return invoke_cli("estimate", *args)
 
 
 def _json(*args: str) -> dict:

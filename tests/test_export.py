@@ -5,17 +5,16 @@ import math
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-from conftest import DATA
+from support import DATA
+from support.cli import invoke_cli
 
-from carbonbench.cli import cli
 from carbonbench.results import load, summarise
 
 RESULTS = DATA / "results"
 
 
 def export(*args):
-    return CliRunner().invoke(cli, ["export", *map(str, args)])
+    return invoke_cli("export", *map(str, args))
 
 
 @pytest.fixture(scope="module")

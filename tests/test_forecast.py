@@ -1,5 +1,5 @@
 import torch
-from conftest import ROOT
+from support import ROOT
 
 from carbonbench import scenario as sc
 from carbonbench.forecast import Forecast, plan, probe_flops, sweep_forecast

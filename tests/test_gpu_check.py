@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT
-from test_meters_nvml import FakeGpu, make_fake_nvml
+from support import ROOT
+from support.fake_nvml import FakeGpu, make_fake_nvml
+from support.scenarios import scenario_text
 
-from carbonbench.cli import cli
 from carbonbench.meters import nvml, nvml_facts
 from carbonbench.meters.nvml import NvmlMeter
 
@@ -293,10 +292,14 @@ def _without(tmp_path, *args):
 def test_carbonbench_imports_and_runs_without_codecarbon_and_plotly(tmp_path):
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
-        "name: bare\nmodels: [opt-tiny]\ndevice: cpu\nbatch_sizes: [1]\n"
-        "workloads: {prefill: {prompt_tokens: [8]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, idle_baseline_s: 0.05, codecarbon: true}\n"
-        "carbon: {grid_g_per_kwh: 300}\n"
+        scenario_text(
+            name="bare",
+            device="cpu",
+            batch_sizes="[1]",
+            idle_baseline_s=0.05,
+            codecarbon=True,
+            extra="carbon: {grid_g_per_kwh: 300}\n",
+        )
     )
     run = _without(tmp_path, "run", str(scenario), "--out", str(tmp_path / "r"))
     assert run.returncode == 0, run.stdout + run.stderr
@@ -339,10 +342,9 @@ def test_describe_system_without_a_driver_says_why(monkeypatch):
     assert facts == {"available": False, "reason": facts["reason"]} and "libnvidia-ml.so.1" in facts["reason"]
 
 
-def test_env_shows_the_nvml_facts(monkeypatch):
+def test_env_shows_the_nvml_facts(invoke_cli, monkeypatch):
     monkeypatch.setattr(nvml, "pynvml", gpu_check.make_fake_nvml())
-    runner = CliRunner()
-    info = json.loads(runner.invoke(cli, ["env", "--device", "cpu", "--format", "json"]).stdout)
+    info = json.loads(invoke_cli("env", "--device", "cpu", "--format", "json").stdout)
     (dev,) = info["nvml"]["devices"]
     assert dev["energy_counter"] and dev["power_instant_field"] and dev["mig_mode"] == "disabled"
     assert (
@@ -351,7 +353,7 @@ def test_env_shows_the_nvml_facts(monkeypatch):
         and dev["compute_capability"] == "9.0"
     )
     assert info["nvml"]["cuda_driver_version"] == "13.0"
-    text = runner.invoke(cli, ["env", "--device", "cpu"]).output
+    text = invoke_cli("env", "--device", "cpu").output
     assert "energy counter yes, instantaneous power field" in text and "MIG disabled" in text
 
 

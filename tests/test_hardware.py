@@ -15,11 +15,6 @@ from carbonbench.hardware import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_user_file(monkeypatch):
-    monkeypatch.delenv(HARDWARE_FILE_ENV, raising=False)
-
-
 @pytest.mark.parametrize(
     "nvml_name, expected",
     [

@@ -7,36 +7,22 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from support import ROOT
+from support.meters import ConstantMeter
+from support.scenarios import tiny_scenario_text
 
 from carbonbench import results
 from carbonbench import scenario as sc
-from carbonbench.cli import cli
-from carbonbench.meters.base import ComponentEnergy, Meter, MeterSet, NullMeter
+from carbonbench.meters.base import MeterSet, NullMeter
 from carbonbench.meters.cpu import CpuEstimateMeter
 from carbonbench.meters.host import BUSY_FLAG, HostLoadMeter, HostShare
 from carbonbench.report import load as load_report
 from carbonbench.report import render
 from carbonbench.runner import Runner
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "results"
-
-
-class Steady(Meter):
-    def __init__(self, component: str, kind: str, power_w: float):
-        self.component, self.kind, self.power_w, self.name = component, kind, power_w, f"steady-{component}"
-
-    def begin(self):
-        return None
-
-    def end(self, snapshot, start_unix_s, end_unix_s):
-        return [
-            ComponentEnergy(self.component, self.kind, self.power_w * (end_unix_s - start_unix_s), "counter", self.name)
-        ]
 
 
 @pytest.fixture
@@ -57,17 +43,23 @@ def spinner():
 
 
 # -- partial totals -------------------------------------------------------------------------
-def test_a_total_missing_a_component_is_flagged_partial_and_names_it(tiny_scenario, tmp_path):
-    meters = MeterSet([NullMeter("gpu", "NVML not available"), Steady("cpu", "cpu", 20.0)])
+@pytest.fixture(scope="module")
+def partial_run(tmp_path_factory):
+    """The tiny scenario measured with no GPU meter beside a CPU one: every total is partial."""
+    root = tmp_path_factory.mktemp("partial")
+    path = root / "tiny.yaml"
+    path.write_text(tiny_scenario_text())
+    meters = MeterSet([NullMeter("gpu", "NVML not available"), ConstantMeter("cpu", "cpu", 20.0)])
+    return Runner(sc.load(path), root / "out", device="cpu", meters=meters).run()
+
+
+def test_a_total_missing_a_component_is_flagged_partial_and_names_it(partial_run):
+    meters = MeterSet([NullMeter("gpu", "NVML not available"), ConstantMeter("cpu", "cpu", 20.0)])
     with meters.window("w") as w:
         time.sleep(0.01)
     assert w.measurement.missing == ("gpu",) and "partial" in w.measurement.flags
 
-    outcome = Runner(
-        sc.load(tiny_scenario()),
-        tmp_path / "out",
-        meters=MeterSet([NullMeter("gpu", "NVML not available"), Steady("cpu", "cpu", 20.0)]),
-    ).run()
+    outcome = partial_run
     df = results.load([outcome.path])
     assert set(df["energy_missing"]) == {"gpu"}
     assert all("partial" in f.split(",") for f in df["flags"])
@@ -75,17 +67,12 @@ def test_a_total_missing_a_component_is_flagged_partial_and_names_it(tiny_scenar
     assert "Partial totals." in page and "partial: no gpu" in page
 
 
-def test_the_run_summary_table_marks_a_partial_total(tiny_scenario, tmp_path, monkeypatch):
+def test_the_run_summary_table_marks_a_partial_total(partial_run, monkeypatch):
     from carbonbench.cli import run as run_cli
 
-    outcome = Runner(
-        sc.load(tiny_scenario()),
-        tmp_path / "out",
-        meters=MeterSet([NullMeter("gpu", "none"), Steady("cpu", "cpu", 20.0)]),
-    ).run()
     rows = []
     monkeypatch.setattr(run_cli, "print_table", lambda header, table: rows.extend(table))
-    run_cli._summary(outcome.run)
+    run_cli._summary(partial_run.run)
     assert len(rows) == 3 and all(row[-1] == "counter, partial: no gpu" for row in rows)
 
 
@@ -122,16 +109,15 @@ def test_a_quiet_window_is_not_flagged():
         assert BUSY_FLAG not in w.measurement.flags
 
 
-def test_a_busy_baseline_leaves_active_energy_out_and_says_so(tiny_scenario, tmp_path):
-    path = tiny_scenario()
-    outcome = Runner(sc.load(path), tmp_path / "out").run()
-    data = json.loads(outcome.path.read_text())
+def test_a_busy_baseline_leaves_active_energy_out_and_says_so(tiny_run, copy_run):
+    path = copy_run(tiny_run)
+    data = json.loads(path.read_text())
     data["idle"]["flags"] = [BUSY_FLAG]
-    outcome.path.write_text(json.dumps(data))
-    df = results.load([outcome.path])
+    path.write_text(json.dumps(data))
+    df = results.load([path])
     assert df["active_energy_j"].isna().all()
     assert all("busy-baseline" in f.split(",") for f in df["flags"])
-    page = render(load_report([outcome.path]))
+    page = render(load_report([path]))
     assert "Busy host." in page and "the idle baseline of" in page
 
 
@@ -144,8 +130,8 @@ def test_the_scenario_chooses_the_attribution_and_the_run_records_it(tiny_scenar
 
 
 # -- weights -----------------------------------------------------------------------------
-def test_random_weights_are_recorded_and_the_report_says_what_that_means(tiny_scenario, tmp_path):
-    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
+def test_random_weights_are_recorded_and_the_report_says_what_that_means(tiny_run):
+    outcome = tiny_run
     assert {p.weights for p in outcome.run.points} == {"random (seed 0)"}
     page = render(load_report([outcome.path]))
     assert "Random weights." in page and "arXiv 2409.18324" in page and "arXiv 2212.08805" in page
@@ -176,7 +162,7 @@ def test_the_report_explains_codecarbons_difference_per_component():
     assert "GPU: both read the same NVML energy counter" in page
 
 
-def test_the_cli_summary_of_a_real_run_is_printed(tiny_scenario, tmp_path):
-    result = CliRunner().invoke(cli, ["run", str(tiny_scenario()), "--out", str(tmp_path / "o"), "--device", "cpu"])
+def test_the_cli_summary_of_a_real_run_is_printed(invoke_cli, tiny_scenario, tmp_path):
+    result = invoke_cli("run", str(tiny_scenario()), "--out", str(tmp_path / "o"), "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "estimated" in result.output

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import write_checkpoint
-from test_hostile_common import (
+from support.checkpoints import write_checkpoint
+from support.hostile import (
     assert_ok,
     assert_refused,
     base_run,

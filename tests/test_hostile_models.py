@@ -17,8 +17,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import CONFIG, good_state_dict, write_checkpoint
-from test_hostile_common import assert_ok, assert_refused, endless, fifo, invoke, write_scenario
+from support.checkpoints import CONFIG, good_state_dict, write_checkpoint
+from support.hostile import assert_ok, assert_refused, endless, fifo, invoke, write_scenario
 
 OUTSIDE = "outside the checkpoint directory"
 BIG_ARCH = {"n_layers": 4096, "n_heads": 64, "d_model": 65536, "ffn_dim": 262144}

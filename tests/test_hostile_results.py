@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_hostile_common import (
+from support.hostile import (
     FIXTURE,
     assert_ok,
     assert_refused,
@@ -26,6 +26,7 @@ from test_hostile_common import (
     save_run,
     small_run,
 )
+from support.scenarios import scenario_text
 
 NAN, INF = math.nan, math.inf
 
@@ -331,11 +332,7 @@ def test_run_summary_table_neutralises_the_model_label(tmp_path):
         "architecture: {n_layers: 1, n_heads: 2, d_model: 16, ffn_dim: 32, vocab_size: 100, max_positions: 64}\n"
     )
     scenario = tmp_path / "s.yaml"
-    scenario.write_text(
-        'name: t\nmodels: ["./evil\\e[2J.yaml"]\nworkloads: {prefill: {prompt_tokens: [8]}}\n'
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
-        "idle_baseline_s: 0, codecarbon: false}\n"
-    )
+    scenario.write_text(scenario_text(models='["./evil\\e[2J.yaml"]', min_seconds=0.02))
     result = invoke(["run", scenario, "--out", tmp_path / "out", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     table = result.output[result.output.index("model ") :]

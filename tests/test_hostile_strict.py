@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bad_inputs import CONFIG, write_checkpoint
-from test_hostile_common import (
+from support.checkpoints import CONFIG, write_checkpoint
+from support.hostile import (
     FIXTURE,
     HOSTILE,
     assert_ok,

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
-from test_no_network import no_network  # noqa: F401  (a fixture)
+from support.scenarios import scenario_text
 
 import carbonbench.opt as opt
 from carbonbench import scenario as sc
-from carbonbench.cli import cli
 from carbonbench.errors import ConfigError
 from carbonbench.opt.hub import cache_dir, card_for, is_hub_id
 
@@ -154,11 +152,7 @@ def test_a_scenario_runs_a_cached_model_offline(cache, tmp_path, no_network):
     from carbonbench.runner import Runner
 
     path = tmp_path / "s.yaml"
-    path.write_text(
-        f"name: hub\nmodels: [{REPO}, opt-tiny]\nworkloads: {{prefill: {{prompt_tokens: [8]}}}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, "
-        "idle_baseline_s: 0, codecarbon: false}\n"
-    )
+    path.write_text(scenario_text(name="hub", models=f"[{REPO}, opt-tiny]", min_seconds=0.02))
     scenario = sc.load(path)
     assert scenario.models == [REPO, "opt-tiny"]  # the id is kept, so the run file names the weights' source
     outcome = Runner(scenario, tmp_path / "out", device="cpu").run()
@@ -175,10 +169,10 @@ def test_an_existing_path_wins_over_an_id(cache, tmp_path, hf_model):
     assert sc.load(path).models == [str(local.resolve())]
 
 
-def test_a_missing_model_is_one_line_naming_id_cache_and_remedy(cache, tmp_path, no_network):
+def test_a_missing_model_is_one_line_naming_id_cache_and_remedy(invoke_cli, cache, tmp_path, no_network):
     path = tmp_path / "s.yaml"
     path.write_text("name: missing\nmodels: [facebook/opt-1.3b]\nworkloads: {prefill: {prompt_tokens: [8]}}\n")
-    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(tmp_path / "out")])
+    result = invoke_cli("run", str(path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
@@ -208,12 +202,11 @@ def test_a_snapshot_without_config_is_refused(cache):
         opt.load(REPO)
 
 
-def test_plan_takes_a_hub_id_and_a_checkpoint_dir(cache, hf_model, tmp_path):
+def test_plan_takes_a_hub_id_and_a_checkpoint_dir(invoke_cli, cache, hf_model, tmp_path):
     params = sum(p.numel() for p in hf_model.parameters())
-    runner = CliRunner()
     for model in (REPO, str(cache / "models--testorg--opt-tiny" / "snapshots" / COMMIT)):
-        result = runner.invoke(cli, ["plan", model, "--hardware", "a100-80gb", "--format", "json"])
+        result = invoke_cli("plan", model, "--hardware", "a100-80gb", "--format", "json")
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["params"] == params
-    missing = runner.invoke(cli, ["plan", "facebook/opt-66b", "--hardware", "a100-80gb"])
+    missing = invoke_cli("plan", "facebook/opt-66b", "--hardware", "a100-80gb")
     assert missing.exit_code == 2 and "facebook/opt-66b: no such checkpoint directory" in missing.output

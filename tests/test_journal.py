@@ -13,12 +13,11 @@ import os
 import signal
 
 import pytest
-from click.testing import CliRunner
-from forked_cli import Launcher
+from support.forked_cli import Launcher
+from support.scenarios import scenario_text
 
 from carbonbench import results
 from carbonbench import scenario as sc
-from carbonbench.cli import cli
 from carbonbench.errors import ResultsError
 from carbonbench.records import PointRecord
 from carbonbench.report import load as load_report
@@ -186,10 +185,13 @@ def killed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("killed")
     scenario = workdir / "two.yaml"
     scenario.write_text(
-        "name: killed\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
-        "workloads: {prefill: {prompt_tokens: [8, 16]}, decode: {prompt_tokens: [8], new_tokens: [2]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
-        " idle_baseline_s: 0.05, codecarbon: false}\n"
+        scenario_text(
+            name="killed",
+            batch_sizes="[2]",
+            workloads="{prefill: {prompt_tokens: [8, 16]}, decode: {prompt_tokens: [8], new_tokens: [2]}}",
+            sample_interval_s=0.01,
+            idle_baseline_s=0.05,
+        )
     )
     out = workdir / "out"
     run = Launcher(workdir).start(
@@ -201,7 +203,7 @@ def killed(tmp_path_factory):
     return scenario, out
 
 
-def test_a_killed_run_keeps_its_journalled_point_for_every_reader(killed):
+def test_a_killed_run_keeps_its_journalled_point_for_every_reader(invoke_cli, killed):
     _, out = killed
     (path,) = out.glob("*.json")
     assert json.loads(path.read_text())["points"] == []  # the run file alone: stale
@@ -212,16 +214,16 @@ def test_a_killed_run_keeps_its_journalled_point_for_every_reader(killed):
     assert set(results.load([out], derive=False)["model"]) == {"opt-tiny"}
     report = load_report([out])
     assert [len(r.record.points) for r in report.runs] == [1] and len(report.points) == 1
-    compared = CliRunner().invoke(cli, ["compare", str(out), str(out)])
+    compared = invoke_cli("compare", str(out), str(out))
     assert compared.exit_code == 0 and "prefill" in compared.output, compared.output
 
 
-def test_resume_after_a_kill_takes_over_the_lock_and_measures_each_point_once(killed):
+def test_resume_after_a_kill_takes_over_the_lock_and_measures_each_point_once(invoke_cli, killed):
     scenario, out = killed
     (path,) = out.glob("*.json")
     with journal_path(path).open("ab") as f:
         f.write(b'{"key": "opt-tiny/pre')  # as if killed in the middle of an append
-    result = CliRunner().invoke(cli, ["run", str(scenario), "--out", str(out), "--device", "cpu", "--resume"])
+    result = invoke_cli("run", str(scenario), "--out", str(out), "--device", "cpu", "--resume")
     assert result.exit_code == 0, result.output
     assert "took over the lock of pid" in result.output and "which is gone" in result.output
     assert "resume: 1 of 3 points already measured" in result.output

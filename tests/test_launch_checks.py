@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from click.testing import CliRunner
+from support.cli import invoke_cli
 
-from carbonbench.cli import cli
 from carbonbench.distributed.launch import check_devices, check_nnodes, failure_report
 from carbonbench.errors import UserError
 
 
 def launch(tiny_scenario, tmp_path, *flags: str):
-    return CliRunner().invoke(cli, ["run", str(tiny_scenario()), "--out", str(tmp_path / "out"), *flags])
+    return invoke_cli("run", str(tiny_scenario()), "--out", str(tmp_path / "out"), *flags)
 
 
 @pytest.mark.parametrize(

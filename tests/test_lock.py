@@ -15,10 +15,9 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
-from forked_cli import Launcher
+from support.forked_cli import Launcher
+from support.scenarios import scenario_text
 
-from carbonbench.cli import cli
 from carbonbench.files import LockFile, LockHeld
 from carbonbench.runfile import read_run
 
@@ -80,15 +79,18 @@ def test_a_lock_still_being_written_is_refused_and_one_whose_writer_died_is_not(
 def scenario_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("lock") / "two.yaml"
     path.write_text(
-        "name: lock\nmodels: [opt-tiny]\nbatch_sizes: [2]\n"
-        "workloads: {prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [2]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
-        " idle_baseline_s: 0.05, codecarbon: false}\n"
+        scenario_text(
+            name="lock",
+            batch_sizes="[2]",
+            workloads="{prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [2]}}",
+            sample_interval_s=0.01,
+            idle_baseline_s=0.05,
+        )
     )
     return path
 
 
-def test_two_runs_into_one_folder(scenario_file, tmp_path):
+def test_two_runs_into_one_folder(invoke_cli, scenario_file, tmp_path):
     """A run holds its files; a --resume of it refuses, a new run goes to files of its own."""
     out = tmp_path / "out"
     args = ["run", str(scenario_file), "--out", str(out), "--device", "cpu"]
@@ -97,7 +99,7 @@ def test_two_runs_into_one_folder(scenario_file, tmp_path):
         first.wait_for("carbonbench: paused at between-points", TIMEOUT_S)
         (held,) = out.glob("*.json")
 
-        second = CliRunner().invoke(cli, [*args, "--resume"])
+        second = invoke_cli(*args, "--resume")
         assert second.exit_code == 2, second.output
         assert [line for line in second.output.splitlines() if line.startswith("Error")] == [
             f"Error: {held} is in use by another carbonbench run (pid {first.pid} on {socket.gethostname()}, "
@@ -105,7 +107,7 @@ def test_two_runs_into_one_folder(scenario_file, tmp_path):
             f"or delete {held.with_suffix('.lock')} if that process is gone"
         ]
 
-        third = CliRunner().invoke(cli, args)  # not a resume: a run of its own
+        third = invoke_cli(*args)  # not a resume: a run of its own
         assert third.exit_code == 0, third.output
     finally:
         os.kill(first.pid, signal.SIGTERM)

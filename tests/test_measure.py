@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from test_meters_nvml import FakeGpu, make_fake_nvml
+from support.fake_nvml import FakeGpu, make_fake_nvml
 
 import carbonbench
 from carbonbench import grid

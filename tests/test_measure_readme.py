@@ -11,10 +11,8 @@ import re
 import shlex
 
 import pytest
-from click.testing import CliRunner
-from conftest import ROOT
+from support import ROOT
 
-from carbonbench.cli import cli
 from carbonbench.runfile import read_run
 
 SECTION = "## Measure your own code\n"
@@ -37,7 +35,7 @@ def test_the_section_has_the_examples_this_test_checks():
     assert [lang for lang, _ in blocks()] == ["python", "python", "python", "sh", "python"]
 
 
-def test_the_readme_examples_run_and_do_what_they_say(tmp_path, monkeypatch, capsys):
+def test_the_readme_examples_run_and_do_what_they_say(invoke_cli, tmp_path, monkeypatch, capsys):
     pytest.importorskip("accelerate")
     monkeypatch.chdir(tmp_path)
     (window, decorator, session, report, trainer) = [code for _, code in blocks()]
@@ -64,7 +62,7 @@ def test_the_readme_examples_run_and_do_what_they_say(tmp_path, monkeypatch, cap
     for line in report.strip().splitlines():
         args = shlex.split(line)
         assert args[0] == "carbonbench"
-        result = CliRunner().invoke(cli, args[1:])
+        result = invoke_cli(*args[1:])
         assert result.exit_code == 0, result.output
     html = (tmp_path / "reports" / "my-training.html").read_text()
     assert "my-training" in html

@@ -11,12 +11,9 @@ import textwrap
 import time
 
 import pytest
-from click.testing import CliRunner
-from test_codecarbon_sidecar import hostile_config  # noqa: F401  (a fixture)
 
 import carbonbench
 import carbonbench.results as results
-from carbonbench.cli import cli
 from carbonbench.report import build_report
 from carbonbench.runfile import read_run
 
@@ -100,18 +97,17 @@ def test_the_power_timeline_is_beside_the_file_with_the_windows_marked(session_r
     assert windows <= {"", "epoch/custom#r0", "step/custom/b8#r5"}
 
 
-def test_report_compare_and_export_read_a_session(session_run, tmp_path):
+def test_report_compare_and_export_read_a_session(invoke_cli, session_run, tmp_path):
     out, s, steps, epoch = session_run
     html = build_report([out], tmp_path / "r.html").read_text()
     assert "my-training" in html and "step" in html and "custom" in html
-    runner = CliRunner()
-    res = runner.invoke(cli, ["compare", str(out), str(out), "--format", "json"])
+    res = invoke_cli("compare", str(out), str(out), "--format", "json")
     assert res.exit_code == 0, res.output
     compared = json.loads(res.output)
     assert compared  # the epoch point is matched with itself; the failed step is listed as failed
-    res = runner.invoke(cli, ["export", str(out), "--what", "points"])
+    res = invoke_cli("export", str(out), "--what", "points")
     assert res.exit_code == 0 and "step" in res.output and "estimated" in res.output
-    res = runner.invoke(cli, ["run", str(s.path)])
+    res = invoke_cli("run", str(s.path))
     assert res.exit_code == 2 and "measure_session run" in res.output
 
 
@@ -177,7 +173,7 @@ def test_windows_need_an_open_session(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written before the session opens
 
 
-def test_codecarbon_alongside_measures_the_outermost_windows(tmp_path, hostile_config):  # noqa: F811
+def test_codecarbon_alongside_measures_the_outermost_windows(tmp_path, hostile_codecarbon_config):
     with carbonbench.measure_session("with-cc", out=tmp_path, device="cpu", country="FRA", codecarbon=True) as s:
         with s.measure("outer"):
             with s.measure("inner"):

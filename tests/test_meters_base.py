@@ -3,49 +3,15 @@
 import time
 
 import pytest
+from support.meters import ConstantMeter
 
 from carbonbench.errors import MeterError
-from carbonbench.meters.base import ComponentEnergy, Measurement, Meter, MeterSet, NullMeter
+from carbonbench.meters.base import ComponentEnergy, Measurement, MeterSet, NullMeter
 from carbonbench.meters.idle import IdleBaseline, measure_idle
 
 
 def approx(x):
     return pytest.approx(x, rel=1e-4)
-
-
-class ConstantMeter(Meter):
-    """A meter whose component draws a fixed power: energy = power x window duration.
-
-    Edge times are unix seconds (~1.8e9), so their difference carries ~1e-7 s of float
-    rounding: comparisons below use a relative tolerance of 1e-4.
-    """
-
-    def __init__(self, component="cpu", kind="cpu", power_w=10.0, method="counter", resolution_s=0.0):
-        self.component, self.kind, self.power_w, self.method = component, kind, power_w, method
-        self.resolution_s = resolution_s
-        self.name = f"const-{component}"
-        self.started = self.closed = 0
-        self.problems = ()
-
-    def start(self):
-        self.started += 1
-
-    def close(self):
-        self.closed += 1
-
-    def begin(self):
-        return "snap"
-
-    def end(self, snapshot, start_unix_s, end_unix_s):
-        assert snapshot == "snap"
-        return [
-            ComponentEnergy(
-                self.component, self.kind, self.power_w * (end_unix_s - start_unix_s), self.method, self.name
-            )
-        ]
-
-    def flags(self):
-        return self.problems
 
 
 def test_window_yields_duration_energy_and_method_per_component():

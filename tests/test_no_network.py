@@ -2,60 +2,20 @@
 
 Every way a library could reach the network (creating a socket, connect, create_connection,
 name lookups, sending datagrams) is replaced, for the length of the run, by a recorder
-(that refuses, except socket creation, which it only records).
+(that refuses, except socket creation, which it only records): the ``no_network``
+fixture of tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import traceback
 
 import pytest
+from support.network import NetworkUsed
 
 from carbonbench import scenario as sc
 from carbonbench.runner import Runner
-
-
-class NetworkUsed(OSError):
-    pass
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    calls: list[str] = []
-
-    def refuse(name):
-        def fake(*args, **kwargs):
-            calls.append(f"{name}{args[1:] if name.startswith('socket.') else args}")
-            raise NetworkUsed(f"carbonbench must not use the network at run time ({name})")
-
-        return fake
-
-    for attr in ("connect", "connect_ex", "sendto", "sendmsg"):
-        monkeypatch.setattr(socket.socket, attr, refuse(f"socket.{attr}"))
-    real_init = socket.socket.__init__
-
-    def record_socket(self, family=-1, type=-1, proto=-1, fileno=None):
-        # A new socket (not one wrapped from an inherited descriptor) is recorded, except
-        # urllib3's import-time IPv6 probe (imported by codecarbon via requests): it binds
-        # a socket to ::1 and closes it, which is no network access.
-        probe = any(f.name == "_has_ipv6" and "urllib3" in f.filename for f in traceback.extract_stack())
-        if fileno is None and not probe:
-            calls.append(f"socket.socket(family={family}, type={type})")
-        real_init(self, family, type, proto, fileno)
-
-    monkeypatch.setattr(socket.socket, "__init__", record_socket)
-    for attr in (
-        "create_connection",
-        "getaddrinfo",
-        "gethostbyname",
-        "gethostbyname_ex",
-        "gethostbyaddr",
-        "getnameinfo",
-    ):
-        monkeypatch.setattr(socket, attr, refuse(attr))
-    return calls
 
 
 def test_a_cpu_run_with_codecarbon_opens_no_socket(tiny_scenario, tmp_path, no_network):

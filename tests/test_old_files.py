@@ -8,17 +8,17 @@ the same figures from the same file.
 
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import DATA
 
 from carbonbench import results
 from carbonbench.report import load as load_report
 from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run, write_run
 
-OLD = Path(__file__).parent / "data" / "old_results" / "schema1"
+OLD = DATA / "old_results" / "schema1"
 
 
 def _same(a, b) -> bool:

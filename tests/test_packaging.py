@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 import carbonbench
 from carbonbench.opt.card import shipped_cards_dir

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.scenarios import scenario_text
 
 from carbonbench import scenario as sc
 from carbonbench.files import safe_name
@@ -34,11 +35,12 @@ HOSTILE_NAMES = [
 def write_scenario(directory: Path, name: str) -> Path:
     path = directory / "s.yaml"
     path.write_text(
-        f"name: {json.dumps(name)}\n"  # a JSON string is a valid YAML string, escapes and all
-        "models: [opt-tiny]\n"
-        "workloads: {prefill: {prompt_tokens: [4]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.01, repeats: 1, sample_interval_s: 0.005,"
-        " idle_baseline_s: 0, codecarbon: false}\n"
+        scenario_text(
+            name=json.dumps(name),  # a JSON string is a valid YAML string, escapes and all
+            workloads="{prefill: {prompt_tokens: [4]}}",
+            min_seconds=0.01,
+            sample_interval_s=0.005,
+        )
     )
     return path
 

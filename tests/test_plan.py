@@ -6,11 +6,10 @@ import json
 import math
 
 import pytest
-from click.testing import CliRunner
+from support.cli import invoke_cli
 
-from carbonbench.cli import cli
 from carbonbench.errors import UserError
-from carbonbench.hardware import HARDWARE_FILE_ENV, get_hardware
+from carbonbench.hardware import get_hardware
 from carbonbench.opt.card import find_card
 from carbonbench.plan import (
     kv_cache_bytes,
@@ -18,11 +17,6 @@ from carbonbench.plan import (
     training_activations_bytes,
     weights_bytes,
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_user_hardware(monkeypatch):
-    monkeypatch.delenv(HARDWARE_FILE_ENV, raising=False)
 
 
 def test_weights_by_dtype():
@@ -114,7 +108,7 @@ def test_bad_plan_arguments(kwargs, needle):
 
 
 def _plan(*args: str):
-    return CliRunner().invoke(cli, ["plan", *args])
+    return invoke_cli("plan", *args)
 
 
 def test_plan_cli_text_and_json():

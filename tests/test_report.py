@@ -5,124 +5,23 @@ import math
 import re
 import shutil
 import statistics
-from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import DATA
+from support.report_data import FIXTURE, FIXTURE_DIR, HOSTILE, rows_of
 
-from carbonbench.cli import cli
-from carbonbench.report import build_report, load, render
+from carbonbench.report import load, render
 from carbonbench.report.figures import pareto
 from carbonbench.report.html import check_plot_markup, plot_text, script_json
 
-FIXTURE_DIR = DATA / "results"
-FIXTURE = FIXTURE_DIR / "opt-125m-h100-fixture-20260901T120000000000Z.json"
-HOSTILE = "<script>alert(1)</script>"
-HOSTILE_DESCRIPTION = 'hostile </script><img src=x onerror=alert(2)> & "quotes"'
-HOSTILE_HOST = "<b onmouseover=alert(3)>vm</b><script>alert(4)</script>"
 
-# A real tiny CPU run with a hostile scenario name and description, opt-tiny points that
-# the H100 fixture also has (matched) and one it lacks (prefill b1 is in both; all are).
-TINY_SCENARIO = f"""\
-name: {json.dumps(HOSTILE)}
-description: {json.dumps(HOSTILE_DESCRIPTION)}
-models: [opt-tiny]
-batch_sizes: [1, 2]
-workloads:
-  prefill: {{prompt_tokens: [16]}}
-  decode: {{prompt_tokens: [8], new_tokens: [4], batch_sizes: [1]}}
-  train: {{seq_len: [16], batch_sizes: [2]}}
-measurement:
-  warmup_steps: 1
-  warmup_s: 0
-  min_seconds: 0.05
-  repeats: 2
-  idle_baseline_s: 0.1
-  codecarbon: false
-"""
-
-
-def make_hostile_run(root: Path) -> Path:
-    """Measure the tiny hostile scenario on this CPU; returns the directory of results."""
-    from carbonbench import scenario as sc
-    from carbonbench.runner import Runner
-
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "hostile.yaml"
-    path.write_text(TINY_SCENARIO)
-    out = root / "results"
-    outcome = Runner(sc.load(path), out).run()
-    # Hostnames are user strings too, and unlike the scenario name they reach every figure.
-    run = json.loads(outcome.path.read_text())
-    run["environment"]["hostname"] = HOSTILE_HOST
-    outcome.path.write_text(json.dumps(run))
-    return out
-
-
-_SHARED: dict = {}
-
-
-def hostile_report(tmp_path_factory) -> tuple[Path, Path]:
-    """(results directory, report) of the hostile CPU run plus the H100 fixture.
-
-    Built once per session and shared with test_report_browser.py, which imports this:
-    measuring and rendering are the slow part of these tests.
-    """
-    if not _SHARED:
-        root = tmp_path_factory.mktemp("hostile")
-        results = make_hostile_run(root / "cpu")
-        _SHARED["run"] = (results, build_report([results, FIXTURE], root / "report.html"))
-    return _SHARED["run"]
+@pytest.fixture(scope="module")
+def cpu_run(hostile_report):
+    return hostile_report[0]
 
 
 @pytest.fixture(scope="module")
-def cpu_run(tmp_path_factory):
-    return hostile_report(tmp_path_factory)[0]
-
-
-@pytest.fixture(scope="module")
-def report_html(tmp_path_factory):
-    return hostile_report(tmp_path_factory)[1].read_text(encoding="utf-8")
-
-
-class Tables(HTMLParser):
-    """Cells of every table by id, as text."""
-
-    def __init__(self):
-        super().__init__()
-        self.tables, self._id, self._row, self._cell = {}, None, None, None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self._id = dict(attrs).get("id") or f"t{len(self.tables)}"
-            self.tables[self._id] = []
-        elif tag == "tr" and self._id:
-            self._row = []
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.tables[self._id].append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._id = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def rows_of(html_text, table_id):
-    parser = Tables()
-    parser.feed(html_text)
-    head, *rows = parser.tables[table_id]
-    return [dict(zip(head, r)) for r in rows]
+def report_html(hostile_report):
+    return hostile_report[1].read_text(encoding="utf-8")
 
 
 def _ci(values):
@@ -316,24 +215,24 @@ def test_pareto_front_keeps_only_undominated_points():
 # ---- command line --------------------------------------------------------------------------
 
 
-def test_cli_writes_under_reports_by_default(tmp_path, monkeypatch):
+def test_cli_writes_under_reports_by_default(invoke_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["report", str(FIXTURE_DIR)])
+    result = invoke_cli("report", str(FIXTURE_DIR))
     assert result.exit_code == 0, result.output
     written = list((tmp_path / "reports").glob("*.html"))
     assert [p.name for p in written] == ["opt-125m.html"]
     assert "opt-125m.html" in result.output
 
 
-def test_cli_damaged_file_is_one_line_exit_2_or_skipped(tmp_path):
+def test_cli_damaged_file_is_one_line_exit_2_or_skipped(invoke_cli, tmp_path):
     bad = tmp_path / "in" / "bad.json"
     bad.parent.mkdir()
     bad.write_text('{"schema": "carbonbench.run", "schema_ver')
     shutil.copy(FIXTURE, tmp_path / "in" / FIXTURE.name)
     out = tmp_path / "r.html"
-    result = CliRunner().invoke(cli, ["report", str(tmp_path / "in"), "-o", str(out)])
+    result = invoke_cli("report", str(tmp_path / "in"), "-o", str(out))
     assert result.exit_code == 2
     assert "bad.json" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(cli, ["report", str(tmp_path / "in"), "-o", str(out), "--skip-damaged"])
+    result = invoke_cli("report", str(tmp_path / "in"), "-o", str(out), "--skip-damaged")
     assert result.exit_code == 0, result.output
     assert "Skipped damaged result files" in out.read_text()

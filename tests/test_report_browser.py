@@ -23,7 +23,7 @@ import time
 import zlib
 
 import pytest
-from test_report import HOSTILE, HOSTILE_HOST, hostile_report, rows_of
+from support.report_data import HOSTILE, HOSTILE_HOST, rows_of
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -79,9 +79,9 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, hostile_report):
     # The hostile tiny CPU run plus the H100 fixture, shared with test_report.py.
-    _, out = hostile_report(tmp_path_factory)
+    _, out = hostile_report
     probed = tmp_path_factory.mktemp("browser") / "probed.html"
     text = out.read_text(encoding="utf-8")
     # After the charset and CSP <meta>s, before any of the report's scripts.

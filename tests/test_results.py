@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+from support.scenarios import scenario_text
 
 from carbonbench import files, results
 from carbonbench import scenario as sc
@@ -11,14 +12,16 @@ from carbonbench.runner import Runner
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from conftest import ROOT  # noqa: F401  (sets the model dir)
-
     tmp = tmp_path_factory.mktemp("res")
     path = tmp / "tiny.yaml"
     path.write_text(
-        "name: tiny\nmodels: [opt-tiny]\nbatch_sizes: [1, 2]\n"
-        "workloads: {prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [3]}}\n"
-        "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 3, idle_baseline_s: 0.1, codecarbon: false}\n"
+        scenario_text(
+            name="tiny",
+            batch_sizes="[1, 2]",
+            workloads="{prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [3]}}",
+            repeats=3,
+            idle_baseline_s=0.1,
+        )
     )
     Runner(sc.load(path), tmp / "out").run()
     return tmp / "out"

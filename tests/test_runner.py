@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from support.scenarios import TINY_KEYS
 
 from carbonbench import scenario as sc
 from carbonbench.runner import Hooks, Interrupted, Runner
@@ -12,15 +13,11 @@ def run(path, out, **kwargs):
     return Runner(sc.load(path), out, **kwargs).run()
 
 
-def test_every_point_has_tokens_duration_and_energy(tiny_scenario, tmp_path):
-    outcome = run(tiny_scenario(), tmp_path / "out")
+def test_every_point_has_tokens_duration_and_energy(tiny_run):
+    outcome = tiny_run  # measured with constant meters: CPU 20 W and DRAM 5 W, as counters
     data = json.loads(outcome.path.read_text())
     assert data["status"] == "complete"
-    assert [p["key"] for p in data["points"]] == [
-        "opt-tiny/prefill/b2/p16",
-        "opt-tiny/decode/b2/p8-n4",
-        "opt-tiny/train/b2/s16",
-    ]
+    assert [p["key"] for p in data["points"]] == TINY_KEYS
     assert data["idle"]["duration_s"] >= 0.1
     for point in data["points"]:
         assert point["status"] == "ok"
@@ -28,8 +25,9 @@ def test_every_point_has_tokens_duration_and_energy(tiny_scenario, tmp_path):
         for rep in point["repeats"]:
             assert rep["tokens"] == rep["steps"] * point["tokens_per_step"] > 0
             assert rep["duration_s"] >= 0.05
-            assert rep["energy_j"] > 0
-            assert rep["components"]["cpu"]["method"] == "estimated"
+            assert rep["energy_j"] == pytest.approx(25.0 * rep["duration_s"], rel=1e-4)
+            assert rep["components"]["cpu"]["energy_j"] == pytest.approx(20.0 * rep["duration_s"], rel=1e-4)
+            assert rep["components"]["cpu"]["method"] == rep["method"] == "counter"
             assert rep["latency_s"]["p50"] > 0
         summary = point["summary"]["joules_per_token"]
         values = [rep["energy_j"] / rep["tokens"] for rep in point["repeats"]]
@@ -37,7 +35,8 @@ def test_every_point_has_tokens_duration_and_energy(tiny_scenario, tmp_path):
         assert summary["ci95"] > 0 and summary["n"] == 2
     decode = data["points"][1]["repeats"][0]
     assert 0 < decode["ttft_s"] and 0 < decode["tpot_s"]
-    assert (outcome.path.parent / data["timeline_file"]).exists()
+    timeline = (outcome.path.parent / data["timeline_file"]).read_text().splitlines()
+    assert len(timeline) > 10 and timeline[0].startswith("unix_s,component,kind,power_w")
 
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(tiny_scenario, tmp_path, monkeypatch):
@@ -73,9 +72,9 @@ def test_nan_loss_is_recorded(tiny_scenario, tmp_path, monkeypatch):
     assert train.status == "nan" and "non-finite" in train.error
 
 
-def test_interrupt_then_resume_gives_the_same_points(tiny_scenario, tmp_path):
+def test_interrupt_then_resume_gives_the_same_points(tiny_scenario, tiny_run, tmp_path):
     path = tiny_scenario()
-    full = run(path, tmp_path / "full")
+    full = tiny_run  # the same scenario, measured without interruption
 
     def stop_after_first(point, record):
         raise KeyboardInterrupt
@@ -100,4 +99,7 @@ def test_interrupt_then_resume_gives_the_same_points(tiny_scenario, tmp_path):
 def test_quick_shortens_windows(tiny_scenario, tmp_path):
     outcome = run(tiny_scenario(), tmp_path / "out", quick_run=True)
     assert outcome.run.quick is True
+    # This run has the meters a CPU gets by default: the CPU's energy is an estimate, and says so.
+    data = json.loads(outcome.path.read_text())
+    assert all(rep["components"]["cpu"]["method"] == "estimated" for p in data["points"] for rep in p["repeats"])
     assert outcome.run.scenario["measurement"]["min_seconds"] == 0.3

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT
+from support import DATA, ROOT
 
 from carbonbench import scenario as sc
 from carbonbench.errors import ConfigError

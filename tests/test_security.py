@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from support import ROOT
 
 PACKAGE = ROOT / "carbonbench"
 SOURCES = sorted(PACKAGE.rglob("*.py"))

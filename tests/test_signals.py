@@ -3,7 +3,7 @@
 Each run is a process started with ``CARBONBENCH_PAUSE_AT=PHASE`` (carbonbench.interrupts):
 it prints ``carbonbench: paused at PHASE`` there and waits, and the test sends the signal
 when it sees that line, so every phase is hit deterministically, with no sleeps. The
-runs are forked from a process that imported torch already (tests/forked_cli.py), but
+runs are forked from a process that imported torch already (tests/support/forked_cli.py), but
 the startup phase, which comes before those imports, gets a plain subprocess.
 
 Whatever the phase, the run must exit 130 (SIGINT) or 143 (SIGTERM) without a
@@ -22,22 +22,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from forked_cli import Launcher, Run
+from support import ROOT
+from support.forked_cli import Launcher, Run
+from support.scenarios import scenario_text
 
 from carbonbench.runfile import read_run
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-SCENARIO = (  # two short points, so that a signal between them lands mid-sweep
-    "name: signals\n"
-    "models: [opt-tiny]\n"
-    "batch_sizes: [2]\n"
-    "workloads:\n"
-    "  prefill: {prompt_tokens: [8]}\n"
-    "  decode: {prompt_tokens: [8], new_tokens: [2]}\n"
-    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, sample_interval_s: 0.01,"
-    " idle_baseline_s: 0.05, codecarbon: false}\n"
+SCENARIO = scenario_text(  # two short points, so that a signal between them lands mid-sweep
+    name="signals",
+    batch_sizes="[2]",
+    workloads="{prefill: {prompt_tokens: [8]}, decode: {prompt_tokens: [8], new_tokens: [2]}}",
+    sample_interval_s=0.01,
+    idle_baseline_s=0.05,
 )
 SIGNALS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
 # Each phase, in the order a run meets them, and the points finished when it is reached

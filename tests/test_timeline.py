@@ -160,15 +160,16 @@ def test_each_point_is_on_disk_when_it_is_recorded_and_the_meters_keep_little(ti
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
-def test_a_report_skips_the_partial_line_of_a_killed_append(tiny_scenario, tmp_path):
+def test_a_report_skips_the_partial_line_of_a_killed_append(tiny_run, copy_run):
     from carbonbench.report import load as load_report
 
-    outcome = Runner(sc.load(tiny_scenario()), tmp_path / "out").run()
-    path = outcome.path.parent / outcome.run.timeline_file
+    run_file = copy_run(tiny_run)  # its constant meters sample 20 W (CPU) and 5 W (DRAM)
+    path = run_file.parent / tiny_run.run.timeline_file
     complete = len(_read(path))
+    assert complete > 10
     with path.open("a") as f:
-        f.write(f"{outcome.run.points[0].started_unix_s},cpu,9")  # cut short: 9 of 95.2 W
-    (run,) = load_report([outcome.path]).runs
+        f.write(f"{tiny_run.run.points[0].started_unix_s},cpu,9")  # cut short: 9 of 20 W
+    (run,) = load_report([run_file]).runs
     assert len(run.timeline) == complete
     assert 9.0 not in set(run.timeline["power_w"])
 

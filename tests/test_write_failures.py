@@ -1,6 +1,6 @@
 """A full disk or a read-only directory, at any write: one line, the data kept, status 1 (or 2).
 
-The faults come from tests/faults.py, which stands in for carbonbench.files' ``os``: the
+The faults come from tests/support/faults.py, which stands in for carbonbench.files' ``os``: the
 program's own writes fail with the errno a kernel gives (ENOSPC, EROFS), at the moment
 the test chooses, and nothing else in the process is touched.
 """
@@ -11,16 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from faults import FaultyDisk
+from support import DATA
+from support.cli import invoke_cli
+from support.faults import FaultyDisk
 
 from carbonbench import scenario as sc
-from carbonbench.cli import cli
 from carbonbench.files import WriteError, append_bytes, atomic_write_text
 from carbonbench.runfile import JOURNAL_SUFFIX, journal_path, read_journal, read_run
 from carbonbench.runner import Hooks, Runner
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -73,7 +71,7 @@ def test_an_append_cut_short_by_a_full_disk_is_cut_back_off(disk, tmp_path):
 
 # -- carbonbench run ----------------------------------------------------------------------
 def invoke_run(scenario: Path, out: Path, *extra: str):
-    return CliRunner().invoke(cli, ["run", str(scenario), "--out", str(out), "--device", "cpu", *extra])
+    return invoke_cli("run", str(scenario), "--out", str(out), "--device", "cpu", *extra)
 
 
 def error_lines(output: str) -> list[str]:
@@ -154,7 +152,7 @@ def test_report_and_export_to_a_bad_target_say_so_in_one_line(command, name, fau
         disk.make_read_only(target_dir)
     else:
         disk.fill(target_dir)
-    result = CliRunner().invoke(cli, [command, str(DATA / "results"), "-o", str(target_dir / name)])
+    result = invoke_cli(command, str(DATA / "results"), "-o", str(target_dir / name))
     assert result.exit_code == status, result.output
     assert error_lines(result.output) == [f"Error: cannot write {target_dir / name}: {why}"]
     assert "Traceback" not in result.output

@@ -22,18 +22,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from click.testing import CliRunner
-from conftest import DATA, ROOT
 
-from carbonbench.cli import cli
+from support import DATA, ROOT
+from support.cli import invoke_cli
+from support.scenarios import scenario_text
 
 HOSTILE = DATA / "hostile"
 FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 DEADLINE_S = 20  # far above any case's real time; only a hang reaches it
-MEASURE = (
-    "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.05, repeats: 1, idle_baseline_s: 0, "
-    "codecarbon: false}\n"
-)
 # Anything a terminal would act on: C0 and C1 controls but newline, and the bidi overrides.
 CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 NAN_WORD = re.compile(r"(?<![\w.])(nan|inf|-inf|infinity)(?![\w.])", re.IGNORECASE)
@@ -68,7 +64,7 @@ def invoke(args: list[Any], env: Optional[dict] = None, seconds: int = DEADLINE_
     """The CLI in this process, cut off after ``seconds``."""
     try:
         with deadline(seconds):
-            r = CliRunner().invoke(cli, [str(a) for a in args], env=env)
+            r = invoke_cli(*args, env=env)
     except Hang as exc:
         pytest.fail(f"HANG: carbonbench {' '.join(map(str, args))}: {exc}")
     error = r.exception if r.exception is not None and not isinstance(r.exception, SystemExit) else None
@@ -234,12 +230,6 @@ def no_energy_run() -> dict:
                 k: {"kind": k, "energy_j": None, "method": "none", "meter": f"null-{k}"} for k in ("gpu", "cpu", "dram")
             }
     return run
-
-
-def scenario_text(
-    models: str = "[opt-tiny]", workloads: str = "{prefill: {prompt_tokens: [8]}}", extra: str = ""
-) -> str:
-    return f"name: t\nmodels: {models}\nworkloads: {workloads}\n" + MEASURE + extra
 
 
 def write_scenario(directory: Path, *, name: str = "scenario.yaml", **kwargs) -> Path:
