@@ -11,7 +11,7 @@ they can never climb out of the directory they are meant for. ``LockFile`` is th
 exclusive lock a run takes on its files.
 
 Every call to the operating system goes through this module's ``os``, so a test can
-stand a full disk or a read-only directory in for it (tests/faults.py).
+stand a full disk or a read-only directory in for it (tests/support/faults.py).
 """
 
 from __future__ import annotations

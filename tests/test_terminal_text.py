@@ -13,16 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from click.testing import CliRunner
+from support import DATA, ROOT
 
-from carbonbench.cli import cli
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "data" / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
+FIXTURE = DATA / "results" / "opt-125m-h100-fixture-20260901T120000000000Z.json"
 CLEAR = "\x1b[2J"
 
 
-def test_run_log_lines_escape_a_scenario_name_that_would_clear_the_screen(tmp_path):
+def test_run_log_lines_escape_a_scenario_name_that_would_clear_the_screen(tmp_path, invoke_cli):
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
         'name: "tiny\\e[2J"\n'
@@ -32,7 +29,7 @@ def test_run_log_lines_escape_a_scenario_name_that_would_clear_the_screen(tmp_pa
         "measurement: {warmup_steps: 1, warmup_s: 0, min_seconds: 0.02, repeats: 1, idle_baseline_s: 0, "
         "codecarbon: false}\n"
     )
-    result = CliRunner().invoke(cli, ["run", str(scenario), "--out", str(tmp_path / "out")])
+    result = invoke_cli("run", str(scenario), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert CLEAR not in result.output
     assert "tiny\\x1b[2J" in result.output
