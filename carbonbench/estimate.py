@@ -27,12 +27,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from carbonbench import flops as flopsmod
-from carbonbench.carbon import CostConfig, EmbodiedConfig
 from carbonbench.equivalents import equivalents
 from carbonbench.errors import UserError
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware
 from carbonbench.opt.card import Architecture
+from carbonbench.settings import CostConfig, EmbodiedConfig  # not carbonbench.carbon: that imports pandas
 
 
 @dataclass(frozen=True)
