@@ -10,8 +10,9 @@ Training points probe the product with its backward. The probe runs in the run's
 first, carbonbench.threads). Rows are capped where the rate no longer grows, and the
 weight at 2^24 elements, so a probe of a large model costs milliseconds, not its weights.
 
-What it leaves out (Python overhead per op, attention's own cost at long sequences, the
-optimizer's memory traffic, model loading) makes it low for small steps; the benchmark
+Building each model is timed from a probe of the random initialisation. What it leaves
+out (Python overhead per op, attention's own cost at long sequences, the optimizer's
+memory traffic, a first step's one-off costs) makes it low for small steps; the benchmark
 benchmarks/forecast_accuracy.py measures how far off it is for the shipped scenarios.
 It is a warning about hours-long sweeps, not a schedule.
 """
@@ -52,7 +53,7 @@ class Forecast:
     flops_per_s: float  # the probe's rate at the sweep's largest shape
     threads: int = 0  # torch's CPU threads during the probe (0: not recorded)
     dtype: str = ""
-    fixed_s: float = 0.0  # once per run: the idle baseline
+    fixed_s: float = 0.0  # once per run: the idle baseline and building the models
     rates: dict = field(default_factory=dict, compare=False)  # (rows, k, n, backward) -> FLOP/s
 
     @property
@@ -117,6 +118,21 @@ def probe_flops(
     return (6 if backward else 2) * m * k * n * steps / (time.perf_counter() - t0)
 
 
+def probe_init(device: torch.device, dtype: torch.dtype, seconds: float = PROBE_S) -> float:
+    """Elements per second that a model's random initialisation draws (opt.model.init_weights)."""
+    t = torch.empty(1 << 22, device=device, dtype=dtype)
+    gen = torch.Generator(device=device).manual_seed(0)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    t.normal_(0.0, 0.02, generator=gen)
+    sync()
+    steps, t0 = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - t0 < seconds:
+        t.normal_(0.0, 0.02, generator=gen)
+        steps += 1
+    sync()
+    return t.numel() * steps / (time.perf_counter() - t0)
+
+
 def probe_shape(arch: Architecture, rows: int, device_type: str) -> tuple[int, int, int]:
     """The FFN up-projection with ``rows`` rows, capped as the module docstring says.
 
@@ -168,13 +184,18 @@ def sweep_forecast(scenario: Scenario, points: list[Point], device: torch.device
         return rates[key]
 
     planned = tuple(plan(scenario, points, rate_of))
+    # Once per run: the idle baseline, and building each model (random weights drawn at the
+    # probed rate; a checkpoint's read is assumed to cost about as much).
+    cards = {model_label(entry): model_card(entry) for entry in scenario.models}
+    params = sum(cards[name].param_count() for name in {p.model for p in points})
+    fixed_s = scenario.measurement.idle_baseline_s + params / probe_init(device, dtype)
     largest = max(rates, key=lambda s: s[0] * s[1] * s[2])
     return Forecast(
         planned,
         rates[largest],
         threads=torch.get_num_threads() if device.type == "cpu" else 0,
         dtype=str(dtype).removeprefix("torch."),
-        fixed_s=scenario.measurement.idle_baseline_s,
+        fixed_s=fixed_s,
         rates=rates,
     )
 
