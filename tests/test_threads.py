@@ -123,9 +123,9 @@ def test_the_forecast_probes_at_the_runs_threads_and_dtype(tiny_scenario, tmp_pa
     probes, messages = [], []
     real = forecast.probe_flops
 
-    def probe(device, dtype, seconds=forecast.PROBE_S, shape=None):
+    def probe(device, dtype, seconds=forecast.PROBE_S, shape=None, backward=False):
         probes.append((dtype, torch.get_num_threads(), shape))
-        return real(device, dtype, 0.001, shape)
+        return real(device, dtype, 0.001, shape, backward)
 
     monkeypatch.setattr(forecast, "probe_flops", probe)
     torch.set_num_threads(2)
