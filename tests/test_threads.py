@@ -83,6 +83,7 @@ def test_the_flag_sets_torch_threads_for_the_run_and_is_recorded(tiny_scenario, 
     result = CliRunner().invoke(cli, ["run", str(tiny_scenario()), "--threads", "1", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert len(seen) == 6 and set(seen) == {1}  # 3 points x 2 repeats, at the run's count
+    assert "1 torch thread(s): set" in result.output
     data = json.loads(next(tmp_path.glob("*.json")).read_text())
     env = data["environment"]
     assert env["threads_setting"] == 1 and env["torch_threads"] == 1

@@ -215,7 +215,8 @@ def _run(
     )
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
     log(
-        f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}"
+        f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}, "
+        f"{runner.threads['torch_threads']} torch thread(s): {runner.threads['threads_reason']}){ranks}"
     )
     with click.progressbar(
         length=len(runner.points),
