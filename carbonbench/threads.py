@@ -52,7 +52,10 @@ def auto_threads(
 ) -> AutoChoice:
     """The count ``auto`` means on this host, and why; arguments default to the host's own."""
     environ = os.environ if environ is None else environ
-    omp = parse(environ.get("OMP_NUM_THREADS", "").strip() or "auto")
+    try:
+        omp = parse(environ.get("OMP_NUM_THREADS", "").strip() or "auto")
+    except ValueError:  # unusable for torch too; the host's own rule applies
+        omp = "auto"
     if isinstance(omp, int):
         return AutoChoice(omp, f"OMP_NUM_THREADS={omp}")
     physical = physical or psutil.cpu_count(logical=False) or 1

@@ -48,6 +48,8 @@ def test_auto_takes_one_thread_per_free_physical_core():
 def test_auto_follows_omp_num_threads():
     choice = auto_threads(physical=8, logical=8, usable=8, busy_cpus=0.0, environ={"OMP_NUM_THREADS": "3"})
     assert (choice.threads, choice.reason) == (3, "OMP_NUM_THREADS=3")
+    odd = auto_threads(physical=2, logical=2, usable=2, busy_cpus=0.0, environ={"OMP_NUM_THREADS": "lots"})
+    assert odd.threads == 2  # a value torch cannot use either: the host's rule
 
 
 @pytest.mark.parametrize("value, why", [("0", "must be >= 1"), ("fast", "expected one of 'auto' or an integer")])
