@@ -1,23 +1,36 @@
-"""What machine and software a run happened on, recorded with every result file."""
+"""What machine and software a run happened on, recorded with every result file.
+
+torch is imported where a function needs it: ``carbonbench env`` on a machine without a
+GPU describes it from the files torch ships, without loading torch (light_device).
+"""
 
 from __future__ import annotations
 
+import ast
+import glob
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import socket
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import torch
 
 from carbonbench import __version__
 from carbonbench.errors import UserError
 from carbonbench.meters.cpu import cpu_model_name
 
+if TYPE_CHECKING:
+    import torch
+
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' picks CUDA when present; 'cuda' without a GPU is a user error."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
@@ -27,7 +40,17 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def light_device(requested: str):
+    """``"cpu"`` without importing torch when no GPU can be there; else resolve_device's answer."""
+    gpu_nodes = glob.glob("/dev/nvidia[0-9]*") + glob.glob("/dev/kfd")  # NVIDIA and ROCm device nodes
+    if requested == "cpu" or (requested == "auto" and not gpu_nodes):
+        return "cpu"
+    return resolve_device(requested)
+
+
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if requested == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -36,6 +59,8 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 
 def gpu_info() -> list[dict[str, Any]]:
+    import torch
+
     if not torch.cuda.is_available():
         return []
     gpus = []
@@ -74,28 +99,96 @@ def nvml_facts() -> dict[str, Any]:
     return nvml_facts.describe_system()
 
 
-def collect(device: torch.device | None = None) -> dict[str, Any]:
+def collect(device=None, threads: dict | None = None) -> dict[str, Any]:
+    """The environment block; ``threads`` is what carbonbench.threads.apply set for the run.
+
+    ``device`` "cpu" (a string, from light_device) describes torch without importing it.
+    """
+    if device == "cpu" and "torch" not in sys.modules:
+        return _host() | _torch_unloaded()
+    import torch
+
+    env = _host()
+    env.update(
+        {
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            **(threads or {}),
+            "gpus": gpu_info(),
+            "cuda": torch.version.cuda,
+            "nvidia_driver": nvidia_driver() if torch.cuda.is_available() else None,
+        }
+    )
+    if device is not None:
+        device = torch.device(device)
+        env["device_type"] = device.type
+        env["device_name"] = device_name(device, env)
+    return env
+
+
+def _host() -> dict[str, Any]:
     vm = psutil.virtual_memory()
-    env = {
+    return {
         "hostname": socket.gethostname(),
         "os": f"{platform.system()} {platform.release()}",
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
         "carbonbench": __version__,
         "cpu_model": cpu_model_name(),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "cpu_logical_cores": psutil.cpu_count(logical=True),
-        "torch_threads": torch.get_num_threads(),
         "ram_bytes": vm.total,
-        "gpus": gpu_info(),
-        "cuda": torch.version.cuda,
-        "nvidia_driver": nvidia_driver() if torch.cuda.is_available() else None,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
-    if device is not None:
-        env["device_type"] = device.type
-        env["device_name"] = device_name(device, env)
-    return env
+
+
+def _torch_unloaded() -> dict[str, Any]:
+    """What ``collect`` says of torch without importing it: its version, its CUDA build,
+    and the threads ``measurement.threads: auto`` would give a run started now."""
+    from carbonbench.threads import auto_threads
+
+    auto = auto_threads()
+    return {
+        "torch": _installed_version("torch"),
+        "threads_auto": auto.threads,
+        "threads_reason": auto.reason,
+        "gpus": [],
+        "cuda": _torch_build_field("cuda"),
+        "nvidia_driver": None,
+        "device_type": "cpu",
+        "device_name": cpu_model_name(),
+    }
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _torch_build_field(name: str) -> str | None:
+    """A constant of torch/version.py (written when torch was built), read as text."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        tree = ast.parse((Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text())
+    except (OSError, SyntaxError, StopIteration):
+        return None
+    for node in tree.body:
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
+        if isinstance(target, ast.Name) and target.id == name and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+    return None
 
 
 def device_name(device: torch.device, env: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from carbonbench.run_record import RunRecord
 from carbonbench.runfile import RunFile
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
 from carbonbench.session import Session, open_run_file, open_session
+from carbonbench.threads import apply as apply_threads
 from carbonbench.windows import PeakMemory, failure, free_memory, measure_window, sync_fn, warm_up
 from carbonbench.workloads import make_workload
 
@@ -75,6 +76,8 @@ class Runner:
         self.job: Job = dist or Single(environment.resolve_device(device or scenario.device))
         self.device = self.job.device
         self.dtype = environment.resolve_dtype(scenario.dtype, self.device)
+        # Before any torch work of the run: the forecast probes at this count, the environment records it.
+        self.threads = apply_threads(self.scenario.measurement.threads)
         self.meters, self.run_file = meters, None  # None: built for the device at run()
         self.points = expand(self.scenario)
         check_inputs(self.scenario)  # before anything is written to out_dir

@@ -20,6 +20,7 @@ from carbonbench.errors import ConfigError
 from carbonbench.opt.card import MAX_POSITIONS, Card
 from carbonbench.opt.hub import card_for, is_hub_id
 from carbonbench.settings import CarbonConfig, CostConfig
+from carbonbench.threads import MAX_THREADS, ThreadsSetting
 
 WorkloadName = Literal["prefill", "decode", "train"]
 
@@ -95,6 +96,8 @@ class MeasurementConfig:
     # process tree's share of the host's busy CPU time (a shared or busy host).
     cpu_attribution: Literal["machine", "process"] = "machine"
     codecarbon: bool = True
+    # torch's CPU threads (intra-op and interop): a count, or auto (carbonbench.threads)
+    threads: ThreadsSetting = field(default="auto", metadata={"min": 1, "max": MAX_THREADS})
 
 
 @dataclass(frozen=True)

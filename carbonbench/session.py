@@ -73,7 +73,7 @@ def make_sidecar(scenario, out_dir, job: Job):
 def open_run_file(run, log) -> RunFile:
     """The run file of a runner.Runner: resumed (same fingerprint) or new, written by the writing rank only."""
     scenario, device, job, quick_run = run.scenario, run.device, run.job, run.quick_run
-    env = environment.collect(device)
+    env = environment.collect(device, getattr(run, "threads", None))
     fp = fingerprint(scenario.to_dict(), job.fingerprint_device(env["device_name"]), quick_run)
     record_device = DeviceRecord(device.type, env["device_name"], job.world_size, str(run.dtype).removeprefix("torch."))
 

@@ -232,7 +232,7 @@ def test_card_checkpoint_field_loads_weights(saved, hf_model, tmp_path):
 
 def test_model_too_large_is_refused_before_allocating(monkeypatch):
     seen = []
-    monkeypatch.setattr(opt, "available_bytes", lambda device: seen.append(device) or 8e9)
+    monkeypatch.setattr(opt.loading, "available_bytes", lambda device: seen.append(device) or 8e9)
     needed = opt.find_card("opt-175b").param_count() * 2
     with pytest.raises(ModelTooLargeError) as info:
         opt.load("opt-175b", dtype=torch.float16)

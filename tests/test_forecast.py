@@ -27,3 +27,32 @@ def test_a_small_sweep_is_not_flagged(tiny_scenario):
 
 def test_probe_measures_a_positive_rate():
     assert probe_flops(torch.device("cpu"), torch.float32, seconds=0.05) > 1e6
+
+
+def test_probe_shapes_follow_the_step():
+    from carbonbench.forecast import MAX_PROBE_WEIGHT, probe_shape
+    from carbonbench.opt.card import find_card
+
+    arch = find_card("opt-125m").arch
+    assert probe_shape(arch, 512, "cpu") == (256, 768, 3072)  # rows capped where the rate stops growing
+    rows, k, n = probe_shape(arch, 1, "cpu")  # a decode step: one row against an out-of-cache weight
+    assert (rows, k) == (1, 768) and k * n > arch.d_model * arch.ffn_dim and k * n <= MAX_PROBE_WEIGHT
+    big = find_card("opt-175b").arch
+    assert probe_shape(big, 4096, "cuda")[0] == 4096
+    assert probe_shape(big, 1, "cpu")[1] * probe_shape(big, 1, "cpu")[2] <= MAX_PROBE_WEIGHT
+
+
+def test_training_points_are_planned_at_the_backward_rate(tiny_scenario):
+    s = sc.load(tiny_scenario())
+    asked = []
+
+    def rate(arch, rows, backward=False):
+        asked.append((rows, backward))
+        return 1e9
+
+    plan(s, sc.expand(s), rate)
+    assert (32, True) in asked and (2, False) in asked and (32, False) in asked  # train; decode step; prefill
+
+
+def test_the_backward_probe_measures_a_positive_rate():
+    assert probe_flops(torch.device("cpu"), torch.float32, seconds=0.01, shape=(8, 16, 32), backward=True) > 1e5

@@ -23,7 +23,7 @@ def env(device: str, fmt: str | None, as_json: bool) -> None:
     from carbonbench.meters.select import build_meter_set
     from carbonbench.scenario import MeasurementConfig
 
-    dev = environment.resolve_device(device)
+    dev = environment.light_device(device)  # "cpu" without torch where no GPU can be
     info = environment.collect(dev)
     info["nvml"] = environment.nvml_facts()
     meters = build_meter_set(dev, MeasurementConfig())

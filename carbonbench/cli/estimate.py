@@ -63,7 +63,7 @@ class Amount(click.ParamType):
 positive = functools.partial(click.FloatRange, min=0, min_open=True)  # positive(max=...)
 non_negative = functools.partial(click.FloatRange, min=0)
 count = functools.partial(click.IntRange, min=1)
-# carbonbench.opt.card's ceilings (a test checks they agree): importing them would import torch.
+# carbonbench.opt.card's ceilings (a test checks they agree), copied so the group's --help reads no card module.
 MAX_LAYERS, MAX_WIDTH, MAX_POSITIONS = 4096, 1 << 20, 1 << 24
 MAX_DEVICES, WATTS = 100_000_000, 1e6  # watts: a megawatt per device (or of host power per device)
 COUNT = count(max=MAX_DEVICES)
@@ -344,8 +344,8 @@ def _mode(opts: dict) -> str:
 
 def grid_from(opts: dict, *, default: bool = True):
     """The grid the flags name; with none, CarbonConfig's default country (said so) or None."""
-    from carbonbench.carbon import CarbonConfig
     from carbonbench.grid import explicit_intensity, resolve
+    from carbonbench.settings import CarbonConfig
 
     if opts.get("grid_g_per_kwh") is not None:
         return explicit_intensity(opts["grid_g_per_kwh"], "--grid-g-per-kwh")
@@ -359,8 +359,8 @@ def grid_from(opts: dict, *, default: bool = True):
 
 def facility_from(opts: dict):
     """The Facility the flags describe, with the defaults named in its assumptions."""
-    from carbonbench.carbon import CostConfig
     from carbonbench.estimate import Facility
+    from carbonbench.settings import CostConfig
 
     defaults = CostConfig()
     kwh, hour, pue = opts.get("usd_per_kwh"), opts.get("usd_per_device_hour"), opts.get("pue")
@@ -391,7 +391,7 @@ def host_from(opts: dict):
 
 
 def _embodied(opts: dict):
-    from carbonbench.carbon import EmbodiedConfig
+    from carbonbench.settings import EmbodiedConfig
 
     enabled = bool(opts.get("embodied")) or opts.get("embodied_kgco2e") is not None
     if not enabled:
@@ -432,7 +432,6 @@ def _selection(opts: dict) -> dict[str, str]:
 def _training(opts: dict):
     from carbonbench.estimate import estimate_training
     from carbonbench.hardware import get_hardware
-    from carbonbench.measured import select_point
     from carbonbench.opt.card import find_card
 
     facility = facility_from(opts)
@@ -453,6 +452,8 @@ def _training(opts: dict):
     if opts.get("achieved_tflops") is not None:
         achieved, source = opts["achieved_tflops"] * 1e12, "given with --achieved-tflops"
     if opts.get("results"):
+        from carbonbench.measured import select_point  # pandas: only for a measured MFU
+
         point = select_point(
             _load_results(opts),
             source=str(opts["results"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -13,6 +14,20 @@ import click
 from carbonbench.cli.table import print_table
 from carbonbench.errors import UserError
 from carbonbench.reading import printable
+
+
+class ThreadsType(click.ParamType):
+    """'auto' or a positive integer, checked as the scenario's measurement.threads is."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        from carbonbench.threads import parse
+
+        try:
+            return parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.command()
@@ -30,6 +45,13 @@ from carbonbench.reading import printable
     type=click.Choice(["auto", "cpu", "cuda"]),
     default=None,
     help="Override the scenario's device (auto picks CUDA when present).",
+)
+@click.option(
+    "--threads",
+    type=ThreadsType(),
+    default=None,
+    help="torch CPU threads, intra-op and interop: a count, or auto (one per free physical core; see "
+    "docs/measurement.md). Overrides the scenario's measurement.threads (default auto).",
 )
 @click.option("--quick", is_flag=True, help="Short windows and 2 repeats: a smoke run, not figures to publish.")
 @click.option(
@@ -74,6 +96,7 @@ def run(
     source: Path,
     out_dir: Path,
     device: str | None,
+    threads,
     quick: bool,
     resume: bool,
     nproc_per_node: int | None,
@@ -104,7 +127,18 @@ def run(
         with interrupts():
             phase("startup")
             _run(
-                state, source, out_dir, device, quick, resume, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id
+                state,
+                source,
+                out_dir,
+                device,
+                threads,
+                quick,
+                resume,
+                nproc_per_node,
+                nnodes,
+                node_rank,
+                rdzv_endpoint,
+                rdzv_id,
             )
     except Interrupted as exc:
         run_file = getattr(state["runner"], "run_file", None)
@@ -121,6 +155,7 @@ def _run(
     source: Path,
     out_dir: Path,
     device,
+    threads,
     quick,
     resume,
     nproc_per_node,
@@ -133,6 +168,8 @@ def _run(
     from carbonbench.files import WriteError
 
     scenario = _load_source(source)
+    if threads is not None:  # recorded in the run's scenario, so a re-run of the file uses it too
+        scenario = scenario.replace(measurement=dataclasses.replace(scenario.measurement, threads=threads))
     _check_out_dir(out_dir)
     if not launched_by_torchrun() and nproc_per_node is not None:
         sys.exit(
@@ -141,6 +178,7 @@ def _run(
                 source,
                 out_dir,
                 device,
+                threads,
                 quick,
                 resume,
                 nproc_per_node,
@@ -179,7 +217,8 @@ def _run(
     )
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
     log(
-        f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}){ranks}"
+        f"scenario {scenario.name!r}: {len(runner.points)} points on {runner.device.type} ({str(runner.dtype).removeprefix('torch.')}, "
+        f"{runner.threads['torch_threads']} torch thread(s): {runner.threads['threads_reason']}){ranks}"
     )
     with click.progressbar(
         length=len(runner.points),
@@ -218,6 +257,7 @@ def _launch(
     source: Path,
     out_dir: Path,
     device,
+    threads,
     quick,
     resume,
     nproc_per_node,
@@ -231,7 +271,9 @@ def _launch(
 
     torchrun = torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     check_devices(device or scenario.device, nproc_per_node)  # here once, not in every worker
-    return launch(torchrun, worker_args(source, out_dir, device, quick, resume), lambda msg: click.echo(msg, err=True))
+    return launch(
+        torchrun, worker_args(source, out_dir, device, quick, resume, threads), lambda msg: click.echo(msg, err=True)
+    )
 
 
 def _join_job(scenario, device: str | None):

@@ -91,11 +91,15 @@ def check_devices(device: str, nproc_per_node: int) -> None:
         )
 
 
-def worker_args(source: Path, out_dir: Path, device: Optional[str], quick: bool, resume: bool) -> list[str]:
+def worker_args(
+    source: Path, out_dir: Path, device: Optional[str], quick: bool, resume: bool, threads=None
+) -> list[str]:
     """``carbonbench run`` arguments for each worker: the run's own options, no launcher ones."""
     args = ["run", str(source), "--out", str(out_dir)]
     if device:
         args += ["--device", device]
+    if threads is not None:
+        args += ["--threads", str(threads)]
     if quick:
         args.append("--quick")
     if resume:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from carbonbench.errors import MeterError
 from carbonbench.meters.base import Meter, MeterSet, NullMeter
@@ -21,6 +19,9 @@ from carbonbench.meters.cpu import CpuEstimateMeter, DramEstimateMeter
 from carbonbench.meters.host import HostLoadMeter
 from carbonbench.meters.nvml import NvmlMeter
 from carbonbench.meters.rapl import POWERCAP_ROOT, RaplMeter, discover
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ _warned_rapl_permission = False
 
 
 def build_meter_set(
-    device: torch.device,
+    device: torch.device | str,
     measurement,
     *,
     sample: bool = True,
@@ -47,12 +48,13 @@ def build_meter_set(
     GPU CUDA can see is metered, since each draws power whether or not this run uses it
     (the idle baseline takes an unused GPU's draw back out of active energy).
     """
-    device = torch.device(device)
+    # A CPU device needs no torch (`carbonbench env` on a machine without a GPU stays light).
+    device_type = getattr(device, "type", None) or str(device).split(":")[0]
     interval = measurement.sample_interval_s if sample else None
     meters: list[Meter] = list(_cpu_meters(measurement, interval, Path(powercap_root)))
     meters.append(HostLoadMeter())  # flags windows a busy neighbour makes unreliable
     sync = None
-    if device.type == "cuda":
+    if device_type == "cuda":
         gpu, indices = _gpu_meter(interval, gpu_indices)
         meters.insert(0, gpu)
         sync = _cuda_sync(indices if indices else [device])
@@ -119,6 +121,8 @@ def _gpu_meter(interval: Optional[float], gpu_indices: Optional[Sequence[int]]) 
 
 def _torch_uuids() -> Optional[list[str]]:
     """torch's own UUID for each visible device: exact whatever the CUDA device order."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     try:
@@ -132,6 +136,8 @@ def _torch_uuids() -> Optional[list[str]]:
 
 
 def _cuda_sync(devices: list) -> Callable[[], None]:
+    import torch
+
     def sync() -> None:
         for d in devices:
             torch.cuda.synchronize(d)

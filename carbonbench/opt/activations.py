@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carbonbench.opt.card import LEARNED_ACTIVATIONS
+
 
 def _gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
@@ -54,8 +56,7 @@ FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sqrtsoftplus": lambda x: F.softplus(x).sqrt(),
     "tanh": torch.tanh,
 }
-# In ACT2FN but with learned parameters: transformers accepts them, carbonbench does not.
-LEARNED = ("prelu", "xielu")
+LEARNED = LEARNED_ACTIVATIONS  # in ACT2FN with learned parameters (carbonbench.opt.card)
 
 
 def activation(name: str) -> Callable[[Tensor], Tensor]:

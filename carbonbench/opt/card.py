@@ -45,6 +45,8 @@ ACTIVATIONS = (
     "tanh",
 )
 ActivationName = Literal[ACTIVATIONS]
+# In ACT2FN but with learned parameters: transformers accepts them, carbonbench does not.
+LEARNED_ACTIVATIONS = ("prelu", "xielu")
 
 # Ceilings on an architecture, each far above any published model (OPT-175B: 96 layers,
 # d_model 12288; the largest vocabularies are near 2^18), so that a card or config.json

@@ -86,7 +86,7 @@ def snapshot(repo_id: str) -> Path:
 
 def card_for(entry: str | Path) -> Card:
     """The card for a model entry: a checkpoint directory, a Hugging Face id, a card name or file."""
-    from carbonbench.opt.checkpoint import arch_from_hf_config
+    from carbonbench.opt.hf_config import arch_from_hf_config
 
     path = Path(entry)
     if path.is_dir():

@@ -16,6 +16,7 @@ from carbonbench.report import compare as cmp
 from carbonbench.report import figures as figs
 from carbonbench.report.data import POINT_KEYS, ReportData, empty_reason, machines
 from carbonbench.report.html import Cell, Figures, banner, esc, num_cell, number, section, table
+from carbonbench.threads import threads_text
 
 METHOD_HELP = (
     ("counter", "read from a hardware energy counter (NVML on NVIDIA GPUs, RAPL on CPUs and DRAM)"),
@@ -175,6 +176,7 @@ def _runs_table(data: ReportData) -> str:
                 "device": f"{dev.count} x {dev.name} ({dev.type}, {dev.dtype})",
                 "host": env.get("hostname"),
                 "CPU": env.get("cpu_model"),
+                "torch threads": threads_text(env),
                 "RAM": f"{number((env.get('ram_bytes') or 0) / 2**30, 3)} GiB" if env.get("ram_bytes") else "",
                 "software": ", ".join(
                     f"{k} {env.get(k)}"
