@@ -39,7 +39,6 @@ from carbonbench.estimate_records import (  # noqa: F401  (importable from here)
 )
 from carbonbench.hardware import Hardware
 from carbonbench.opt.card import Architecture
-from carbonbench.settings import CostConfig, EmbodiedConfig  # not carbonbench.carbon: that imports pandas
 
 
 def job_flops(

@@ -8,10 +8,10 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
-from carbonbench.carbon import CostConfig, EmbodiedConfig
 from carbonbench.errors import UserError
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware
+from carbonbench.settings import CostConfig, EmbodiedConfig  # not carbonbench.carbon: that imports pandas
 
 
 @dataclass(frozen=True)
