@@ -79,7 +79,7 @@ def plan(scenario: Scenario, points: list[Point], flops_per_s: float) -> list[Pl
         arch = cards[p.model].architecture
         if p.workload == "prefill":
             flops = prefill_flops(arch, p.batch_size, p.prompt_tokens)
-        elif p.workload == "decode":
+        elif p.workload in ("decode", "serve"):  # serve: a rough figure, as one full decode batch
             flops = decode_flops(arch, p.batch_size, p.prompt_tokens, p.new_tokens)
         else:
             flops = train_flops(arch, p.batch_size, p.seq_len, recompute)

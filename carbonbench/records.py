@@ -33,10 +33,11 @@ from carbonbench.plain import (
     summary_figures,
 )
 from carbonbench.scenario import Point
+from carbonbench.serve_records import check_serve
 
 # What identifies a point within a run (the fields of scenario.Point) and, with the run
 # and how it ran, across runs: the one definition behind every grouping of result rows.
-SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len")
+SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len", "rate_rps", "concurrency")
 POINT_FIELDS = ("model", "workload", *SIZE_FIELDS)
 POINT_KEYS = ("run_id", "model", "engine", "dtype", "workload", *SIZE_FIELDS)
 # Where a run ran: fixed by its run_id, so they never split a group, but tables show them.
@@ -88,6 +89,8 @@ class RepeatRecord(Record):
     # Timings measured inside a step (decode: time to first token, time per output token).
     ttft_s: Optional[float] = omit()
     tpot_s: Optional[float] = omit()
+    # serve: the steady-state window's requests, latencies and attributed energy (carbonbench.serve_records)
+    serve: Optional[dict[str, Any]] = omit()
     codecarbon: Optional[dict[str, Any]] = None
     # Absent in files written before failed points marked their repeats: the point's status.
     status: Optional[str] = omit("ok")
@@ -111,6 +114,7 @@ class RepeatRecord(Record):
         "active_energy_j": NUMBER,
         "ttft_s": NUMBER,
         "tpot_s": NUMBER,
+        "serve": MAPPING,
         "codecarbon": MAPPING,
         "status": STRING,
         "world_size": NUMBER,
@@ -156,6 +160,7 @@ class RepeatRecord(Record):
         if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
             raise Damaged(f"{where}.flags", "a list of strings")
         plain["flags"] = list(flags or [])
+        plain["serve"] = check_serve(plain.get("serve"), f"{where}.serve")
         if plain.get("codecarbon") is not None:
             cc = plain["codecarbon"]
             for key in cls.CODECARBON_NUMBERS:
@@ -190,6 +195,8 @@ class PointRecord(Record):
     prompt_tokens: int = 0
     new_tokens: int = 0
     seq_len: int = 0
+    rate_rps: float = 0.0  # serve: the load (absent, so 0, in files from before serve)
+    concurrency: int = 0
     status: str = "ok"
     error: Optional[str] = None
     repeats: list[RepeatRecord] = field(default_factory=list)
@@ -218,6 +225,8 @@ class PointRecord(Record):
         "prompt_tokens": NUMBER,
         "new_tokens": NUMBER,
         "seq_len": NUMBER,
+        "rate_rps": NUMBER,
+        "concurrency": NUMBER,
         "status": STRING,
         "error": STRING,
         "started_unix_s": NUMBER,

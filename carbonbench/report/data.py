@@ -175,6 +175,9 @@ def sizes(row: Any) -> str:
         return f"p{_int(row['prompt_tokens'])}"
     if w == "decode":
         return f"p{_int(row['prompt_tokens'])}+n{_int(row['new_tokens'])}"
+    if w == "serve":  # the load; lengths are the stream's (docs/serve.md)
+        rate = _num(row.get("rate_rps", 0))
+        return f"r{rate:g}" if rate > 0 else f"c{_int(row.get('concurrency', 0))}"
     if w == "train" or _num(row["seq_len"]) > 0:
         return f"s{_int(row['seq_len'])}"
     return ""  # a measure_session window without a sequence length (carbonbench.api.session)
