@@ -89,7 +89,11 @@ def test_a_prompts_file_gives_lengths_and_a_bad_line_is_named(tmp_path):
 def _scenario(tmp_path, serve: str, extra: str = "") -> str:
     path = tmp_path / "serve.yaml"
     path.write_text(
-        "name: tiny-serve\nmodels: [opt-tiny]\ndevice: cpu\n" + extra + "workloads:\n  serve:\n" + serve + "measurement:\n"
+        "name: tiny-serve\nmodels: [opt-tiny]\ndevice: cpu\n"
+        + extra
+        + "workloads:\n  serve:\n"
+        + serve
+        + "measurement:\n"
         "  warmup_steps: 1\n  warmup_s: 0\n  min_seconds: 0.05\n  repeats: 2\n  idle_baseline_s: 0.1\n"
         "  codecarbon: false\n"
     )
@@ -152,6 +156,30 @@ def test_a_served_run_records_steady_state_latencies_and_attributed_energy(tmp_p
     assert json.loads(out.output)[0]["max_batch"] in (2, 4)
     text = cli.invoke(main, ["recommend", str(outcome.path), "--tpot-ms", "100000"])
     assert text.exit_code == 0 and "max_batch" in text.output and "vs fastest" in text.output
+    est = cli.invoke(
+        main,
+        ["estimate", "--from", str(outcome.path), "--requests-per-day", "1e6", "--tpot-ms", "1e5", "--format", "json"],
+    )
+    assert est.exit_code == 0, est.output
+    e = json.loads(est.output)
+    assert e["method"] == "estimate" and e["devices"] == math.ceil(1e6 / 86400 / e["requests_per_s_per_device"])
+    assert e["facility_kwh_per_day"] == pytest.approx(1e6 * e["joules_per_request"] / 3.6e6 * e["pue"])
+    assert e["per_year"]["co2e_t"] == pytest.approx(e["co2e_kg_per_day"] * 365 / 1000)
+    both = cli.invoke(
+        main,
+        [
+            "estimate",
+            "--from",
+            str(outcome.path),
+            "--requests-per-day",
+            "1e6",
+            "--tpot-ms",
+            "50",
+            "--tokens-per-request",
+            "100",
+        ],
+    )
+    assert both.exit_code == 2 and "--tokens-per-request cannot be used" in both.output
     html = tmp_path / "r.html"
     report = cli.invoke(main, ["report", str(outcome.path), "-o", str(html)])
     assert report.exit_code == 0, report.output
