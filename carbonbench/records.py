@@ -39,6 +39,7 @@ from carbonbench.serve_records import check_serve
 # and how it ran, across runs: the one definition behind every grouping of result rows.
 SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len", "rate_rps", "concurrency")
 POINT_FIELDS = ("model", "workload", *SIZE_FIELDS)
+SERVE_LOAD = ("rate_rps", "concurrency")
 POINT_KEYS = ("run_id", "model", "engine", "dtype", "workload", *SIZE_FIELDS)
 # Where a run ran: fixed by its run_id, so they never split a group, but tables show them.
 MACHINE_COLUMNS = ("hostname", "device_type", "device_name", "n_devices")
@@ -195,8 +196,9 @@ class PointRecord(Record):
     prompt_tokens: int = 0
     new_tokens: int = 0
     seq_len: int = 0
-    rate_rps: float = 0.0  # serve: the load (absent, so 0, in files from before serve)
-    concurrency: int = 0
+    # serve: the load; absent (None, read as 0 by ``point``) for static points and older files
+    rate_rps: Optional[float] = omit()
+    concurrency: Optional[int] = omit()
     status: str = "ok"
     error: Optional[str] = None
     repeats: list[RepeatRecord] = field(default_factory=list)
@@ -246,7 +248,10 @@ class PointRecord(Record):
 
     @classmethod
     def start(cls, point: Point, **fields: Any) -> "PointRecord":
-        return cls(key=point.key, **point.as_dict(), **fields)
+        plain = point.as_dict()
+        for key in ("rate_rps", "concurrency"):  # static points are written as they always were
+            plain[key] = plain[key] or None
+        return cls(key=point.key, **plain, **fields)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "PointRecord":
@@ -264,7 +269,7 @@ class PointRecord(Record):
 
     @property
     def point(self) -> Point:
-        return Point(**{k: getattr(self, k) for k in POINT_FIELDS})
+        return Point(**{k: (getattr(self, k) or 0) if k in SERVE_LOAD else getattr(self, k) for k in POINT_FIELDS})
 
     @property
     def ok(self) -> bool:

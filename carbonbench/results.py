@@ -185,7 +185,7 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
 
 def point_columns(point: PointRecord) -> dict[str, Any]:
     return {
-        **{k: getattr(point, k) for k in POINT_FIELDS},
+        **{k: getattr(point.point, k) for k in POINT_FIELDS},
         "params": point.params,
         "status": point.status,
         "error": point.error,
