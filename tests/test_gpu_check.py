@@ -107,7 +107,9 @@ def test_the_run_files_inside_are_ordinary_carbonbench_runs(dry_run, tmp_path):
         tar.extractall(tmp_path, filter="data")
     df = results.load(tmp_path / "gpu-check" / "runs")
     assert set(df["engine"]) == {"native", "transformers"}
-    assert set(df["workload"]) == {"prefill", "decode", "train"}
+    assert set(df["workload"]) == {"prefill", "decode", "train", "serve"}
+    assert set(df[df["workload"] == "serve"]["engine"]) == {"native"}  # the run-serve step's served load
+    assert df[df["workload"] == "serve"]["joules_per_request"].notna().all()
     assert (df["status"] == "ok").all()
 
 
@@ -258,7 +260,8 @@ def test_without_codecarbon_plotly_and_transformers_the_check_degrades_with_note
     assert "report.html" not in {p.name for p in out.iterdir()}
     with tarfile.open(out / "runs.tar.gz") as tar:
         scenario = tar.extractfile("gpu-check/scenarios/gpu-check-native.yaml").read().decode()
-        (run_name,) = [n for n in tar.getnames() if n.startswith("gpu-check/runs/") and n.endswith(".json")]
+        runs = [n for n in tar.getnames() if n.startswith("gpu-check/runs/") and n.endswith(".json")]
+        (run_name,) = [n for n in runs if "-serve-" not in n]  # and the run-serve step's
         run = json.load(tar.extractfile(run_name))
     assert "codecarbon: false" in scenario and f"grid_g_per_kwh: {gpu_check.FALLBACK_GRID_G_PER_KWH}" in scenario
     assert run["codecarbon_meter"] == {"enabled": False}

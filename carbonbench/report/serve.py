@@ -13,7 +13,6 @@ import pandas as pd
 
 from carbonbench.recommend import STANDARD_DEADLINES, load_label, recommend
 from carbonbench.report.data import ReportData
-from carbonbench.report.html import esc, num_cell, section, table
 
 _FILTER_JS = """
 <script>(function(){var i=document.getElementById('serve-filter'),t=document.getElementById('serve-points');
@@ -29,6 +28,8 @@ def _mean(g: pd.DataFrame, col: str) -> float:
 
 def serve_section(data: ReportData) -> str:
     """The serve section's HTML; empty when no run has serve points."""
+    from carbonbench.report.html import num_cell, section, table  # html draws with plotly: only when rendering
+
     rows = data.rows
     if rows.empty or "workload" not in rows.columns or not (rows["workload"] == "serve").any():
         return ""
@@ -61,6 +62,8 @@ def serve_section(data: ReportData) -> str:
 
 
 def _recommendations(rows: pd.DataFrame) -> str:
+    from carbonbench.report.html import esc, num_cell, table
+
     out = []
     for tpot, ttft in STANDARD_DEADLINES:
         best = recommend(rows, tpot, ttft)
