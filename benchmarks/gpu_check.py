@@ -21,6 +21,10 @@ Steps (docs/gpu.md), each saved as soon as it ends:
    against transformers, tokens/s, J/token and % of the bandwidth roofline; training
    MFU/HFU at seq 2048.
 7. report: ``carbonbench report`` over the run files (needs plotly).
+8. run-serve: ``carbonbench run`` of the native scenario with a served load instead of
+   the static batches (opt-1.3b, Poisson arrivals, continuous batching at max_batch 8
+   and 32; docs/serve.md). Last, and outside the default 420 s budget: give
+   ``--budget-s 560`` (or ``--steps run-serve``) for it; otherwise it is skipped, said so.
 
 Every step checks the time left before it starts and is skipped, with a note, if its
 estimate does not fit; a step that overruns is stopped (its finished points are kept).
@@ -121,6 +125,7 @@ class Profile:
     finish_reserve_s: float  # kept for packing and the README after the last step
     kill_grace_s: float  # between SIGTERM (carbonbench saves finished points) and SIGKILL
     scenario_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    serve: dict[str, Any] = dataclasses.field(default_factory=dict)  # the run-serve step's workloads.serve
 
     def nvml_estimate_s(self) -> float:
         return self.child_start_s + 2 * self.idle_s + self.load_warmup_s + sum(s * n for s, n in self.windows) + 2.0
@@ -147,6 +152,8 @@ GPU = Profile(
         "run-native": 90.0,
         # the same points; transformers' eager decode costs several times native's per token
         "run-transformers": 150.0,
+        # process + load ~20 s; two points x two repeats of a ~15 s stream (eager decode steps)
+        "run-serve": 120.0,
         "roofline": 25.0,
         "headline": 5.0,
         "report": 40.0,
@@ -156,6 +163,14 @@ GPU = Profile(
     # 'cuda', not the file's 'auto': where torch sees no GPU, carbonbench run stops at once
     # (exit 2) instead of spending the budget on opt-1.3b on the CPU
     scenario_overrides={"device": "cuda"},
+    serve={
+        "arrival": "poisson",
+        "rate_rps": [8.0],
+        "requests": 48,
+        "prompt_tokens": {"dist": "uniform", "min": 64, "max": 512},
+        "output_tokens": {"dist": "uniform", "min": 32, "max": 128},
+        "max_batch": [8, 32],
+    },
 )
 
 DRY = Profile(
@@ -177,6 +192,7 @@ DRY = Profile(
         "env": 4.0,
         "run-native": 10.0,
         "run-transformers": 13.0,
+        "run-serve": 8.0,
         "roofline": 4.0,
         "headline": 2.0,
         "report": 6.0,
@@ -204,9 +220,19 @@ DRY = Profile(
             "cooldown_s": 0.0,
         },
     },
+    serve={
+        "arrival": "poisson",
+        "rate_rps": [200.0],
+        "requests": 12,
+        "prompt_tokens": {"dist": "uniform", "min": 4, "max": 16},
+        "output_tokens": {"dist": "uniform", "min": 2, "max": 8},
+        "max_batch": [2, 4],
+    },
 )
 
-STEPS = ("packages", "env", "nvml", "run-native", "run-transformers", "roofline", "headline", "report")
+# run-serve comes last: the default budget fits the steps before it, and a longer one
+# (--budget-s 560) adds the served-load point; the budget logic skips it otherwise.
+STEPS = ("packages", "env", "nvml", "run-native", "run-transformers", "roofline", "headline", "report", "run-serve")
 
 
 # -- time ---------------------------------------------------------------------------------
@@ -973,10 +999,24 @@ class Check:
         atomic_write(path, header + yaml.safe_dump(data, sort_keys=False))
         return path
 
+    def serve_scenario(self) -> Path:
+        """The native scenario with a served load (workloads.serve) instead of the static batches."""
+        import yaml
+
+        data = yaml.safe_load(self.scenario_for("native").read_text())
+        data["name"] = data["name"].replace("-native", "-serve")
+        data["workloads"] = {"serve": self.profile.serve}
+        data.pop("batch_sizes", None)
+        path = self.work / "scenarios" / "gpu-check-serve.yaml"
+        atomic_write(
+            path, f"# written by benchmarks/gpu_check.py (run-serve step)\n{yaml.safe_dump(data, sort_keys=False)}"
+        )
+        return path
+
     def step_run(self, engine: str) -> dict:
         if engine == "transformers" and not self.available("transformers"):
             return {"status": "skipped", "note": "transformers is not installed here"}
-        scenario = self.scenario_for(engine)
+        scenario = self.serve_scenario() if engine == "serve" else self.scenario_for(engine)
         if not self.available("codecarbon") and engine == "native":
             self.note(
                 f"codecarbon missing: runs have no codecarbon sidecar and a typed-in grid ({FALLBACK_GRID_SOURCE})"
@@ -1081,6 +1121,7 @@ class Check:
             self.step("roofline", est["roofline"], self.step_roofline)
             self.step("headline", est["headline"], self.step_headline)
             self.step("report", est["report"], self.step_report)
+            self.step("run-serve", est["run-serve"], lambda: self.step_run("serve"))
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what is done stays done
             stopped = str(exc) or "interrupted"
             self.note(f"the check was stopped ({stopped}); the files hold what finished")

@@ -25,6 +25,8 @@ from carbonbench.errors import ConfigError, ResultsError
 from carbonbench.grid import GridIntensity
 from carbonbench.hardware import Hardware, match_device
 from carbonbench.records import POINT_KEYS_WITH_MACHINE
+from carbonbench.serve_records import DERIVED as REQUEST_COLUMNS
+from carbonbench.serve_records import derive_request_columns
 from carbonbench.settings import HOURS_PER_YEAR, CarbonConfig, CostConfig, EmbodiedConfig
 
 __all__ = ["CarbonConfig", "CostConfig", "EmbodiedConfig", "HOURS_PER_YEAR", "derive", "where_to_run"]
@@ -59,6 +61,7 @@ DERIVED_COLUMNS = (
     "peak_flops_per_s",
     "mfu",
     "hfu",
+    *REQUEST_COLUMNS,
 )
 EMBODIED_COLUMNS = ("embodied_co2e_g", "embodied_co2e_g_per_million_tokens", "embodied_source")
 
@@ -202,6 +205,7 @@ def _derive(
     out["achieved_flops_per_s"] = _per(out["flops"], out["duration_s"])
     out["achieved_model_flops_per_s"] = _per(out["model_flops"], out["duration_s"])
 
+    derive_request_columns(out)  # serve points: per 1,000 requests
     hardware = _match_rows(out, hardware_file)
     out["hardware"] = [hw.name if hw is not None else None for hw in hardware]
     peak = pd.Series(

@@ -160,7 +160,7 @@ def plan(scenario: Scenario, points: list[Point], rate: Union[float, Rate]) -> l
         arch, b = cards[p.model].architecture, p.batch_size
         if p.workload == "prefill":
             step_s = prefill_flops(arch, b, p.prompt_tokens) / rate_of(arch, b * p.prompt_tokens)
-        elif p.workload == "decode":
+        elif p.workload in ("decode", "serve"):  # serve: a rough figure, as full decode batches
             first = prefill_flops(arch, b, p.prompt_tokens)
             rest = decode_flops(arch, b, p.prompt_tokens, p.new_tokens) - first
             step_s = first / rate_of(arch, b * p.prompt_tokens) + rest / rate_of(arch, b)

@@ -12,7 +12,9 @@ from tokenizers import Tokenizer
 from carbonbench.distributed.parallel import Layout
 from carbonbench.opt.checkpoint import check_checkpoint
 from carbonbench.opt.tokenizer import encode_prompts, load_tokenizer, read_prompts, synthetic_prompts
+from carbonbench.request_stream import read_request_file
 from carbonbench.scenario import ModelEntry, Point, Scenario
+from carbonbench.serving import ServeInputs
 from carbonbench.workloads import Inputs
 
 
@@ -20,6 +22,8 @@ def check_inputs(scenario: Scenario) -> None:
     """A broken checkpoint or prompts file is a UserError now, before out_dir is touched."""
     if scenario.workloads.prompts:
         read_prompts(scenario.workloads.prompts)
+    if scenario.workloads.serve and scenario.workloads.serve.prompts:
+        read_request_file(scenario.workloads.serve.prompts)
     for entry in scenario.entries:
         card = entry.card
         if card.checkpoint:  # a card file names its checkpoint: name the card by its path
@@ -39,6 +43,9 @@ def point_inputs(
     """The point's batch on device: text prompts when the scenario has them and the model a
     tokenizer, else synthetic ids. Data parallel: one global batch of batch_size rows per
     replica, of which this rank keeps its own."""
+    if point.workload == "serve":  # each request brings its own prompt
+        serve = ServeInputs(scenario.workloads.serve, scenario.workloads.serve.seed, tokenizer)
+        return Inputs(torch.zeros(1, 1, dtype=torch.long, device=device), serve=serve)
     length = point.seq_len if point.workload == "train" else point.prompt_tokens
     prompts = scenario.workloads.prompts
     rows = point.batch_size * layout.dp

@@ -31,11 +31,13 @@ from carbonbench.plain import (
     summary_figures,
 )
 from carbonbench.scenario import Point
+from carbonbench.serve_records import check_serve
 
 # What identifies a point within a run (the fields of scenario.Point) and, with the run
 # and how it ran, across runs: the one definition behind every grouping of result rows.
-SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len")
+SIZE_FIELDS = ("batch_size", "prompt_tokens", "new_tokens", "seq_len", "rate_rps", "concurrency")
 POINT_FIELDS = ("model", "workload", *SIZE_FIELDS)
+SERVE_LOAD = ("rate_rps", "concurrency")
 POINT_KEYS = ("run_id", "model", "engine", "dtype", "workload", *SIZE_FIELDS)
 # Where a run ran: fixed by its run_id, so they never split a group, but tables show them.
 MACHINE_COLUMNS = ("hostname", "device_type", "device_name", "n_devices")
@@ -86,6 +88,8 @@ class RepeatRecord(Record):
     # Timings measured inside a step (decode: time to first token, time per output token).
     ttft_s: Optional[float] = omit()
     tpot_s: Optional[float] = omit()
+    # serve: the steady-state window's requests, latencies and attributed energy (carbonbench.serve_records)
+    serve: Optional[dict[str, Any]] = omit()
     codecarbon: Optional[dict[str, Any]] = None
     # Absent in files written before failed points marked their repeats: the point's status.
     status: Optional[str] = omit("ok")
@@ -109,6 +113,7 @@ class RepeatRecord(Record):
         "active_energy_j": NUMBER,
         "ttft_s": NUMBER,
         "tpot_s": NUMBER,
+        "serve": MAPPING,
         "codecarbon": MAPPING,
         "status": STRING,
         "world_size": NUMBER,
@@ -154,6 +159,7 @@ class RepeatRecord(Record):
         if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
             raise Damaged(f"{where}.flags", "a list of strings")
         plain["flags"] = list(flags or [])
+        plain["serve"] = check_serve(plain.get("serve"), f"{where}.serve")
         if plain.get("codecarbon") is not None:
             cc = plain["codecarbon"]
             for key in cls.CODECARBON_NUMBERS:
@@ -188,6 +194,9 @@ class PointRecord(Record):
     prompt_tokens: int = 0
     new_tokens: int = 0
     seq_len: int = 0
+    # serve: the load; absent (None, read as 0 by ``point``) for static points and older files
+    rate_rps: Optional[float] = omit()
+    concurrency: Optional[int] = omit()
     status: str = "ok"
     error: Optional[str] = None
     repeats: list[RepeatRecord] = field(default_factory=list)
@@ -216,6 +225,8 @@ class PointRecord(Record):
         "prompt_tokens": NUMBER,
         "new_tokens": NUMBER,
         "seq_len": NUMBER,
+        "rate_rps": NUMBER,
+        "concurrency": NUMBER,
         "status": STRING,
         "error": STRING,
         "started_unix_s": NUMBER,
@@ -235,7 +246,10 @@ class PointRecord(Record):
 
     @classmethod
     def start(cls, point: Point, **fields: Any) -> "PointRecord":
-        return cls(key=point.key, **point.as_dict(), **fields)
+        plain = point.as_dict()
+        for key in ("rate_rps", "concurrency"):  # static points are written as they always were
+            plain[key] = plain[key] or None
+        return cls(key=point.key, **plain, **fields)
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "PointRecord":
@@ -253,7 +267,7 @@ class PointRecord(Record):
 
     @property
     def point(self) -> Point:
-        return Point(**{k: getattr(self, k) for k in POINT_FIELDS})
+        return Point(**{k: (getattr(self, k) or 0) if k in SERVE_LOAD else getattr(self, k) for k in POINT_FIELDS})
 
     @property
     def ok(self) -> bool:

@@ -23,6 +23,8 @@ from carbonbench.reading import UnreadableFile, printable, walk_files
 from carbonbench.records import POINT_FIELDS, POINT_KEYS, PointRecord, RepeatRecord
 from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run
+from carbonbench.serve_records import COLUMNS as SERVE_COLUMNS
+from carbonbench.serve_records import serve_columns
 from carbonbench.stats import ci95
 
 COLUMNS = [
@@ -43,6 +45,8 @@ COLUMNS = [
     "prompt_tokens",
     "new_tokens",
     "seq_len",
+    "rate_rps",
+    "concurrency",
     "repeat",
     "status",
     "error",
@@ -69,6 +73,7 @@ COLUMNS = [
     "latency_p50_s",
     "latency_p90_s",
     "latency_p99_s",
+    *SERVE_COLUMNS,
     "peak_memory_bytes",
     "tokens_per_word",
     "weights",
@@ -180,7 +185,7 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
 
 def point_columns(point: PointRecord) -> dict[str, Any]:
     return {
-        **{k: getattr(point, k) for k in POINT_FIELDS},
+        **{k: getattr(point.point, k) for k in POINT_FIELDS},
         "params": point.params,
         "status": point.status,
         "error": point.error,
@@ -217,6 +222,7 @@ def repeat_columns(rep: RepeatRecord, baseline_busy: bool = False) -> dict[str, 
         "latency_p99_s": latency.get("p99"),
         "flags": ",".join(flags),
         "start_unix_s": rep.start_unix_s,
+        **serve_columns(rep.serve),
     }
     for kind in ("gpu", "cpu", "dram"):
         parts = rep.components_of(kind)

@@ -27,10 +27,10 @@ from carbonbench.records import PointRecord
 from carbonbench.run_record import RunRecord
 from carbonbench.runfile import RunFile
 from carbonbench.scenario import ModelEntry, Point, Scenario, expand
+from carbonbench.serve_workload import make_workload, measure_window  # static and serve workloads
 from carbonbench.session import Session, open_run_file, open_session
 from carbonbench.threads import apply as apply_threads
-from carbonbench.windows import PeakMemory, failure, free_memory, measure_window, sync_fn, warm_up
-from carbonbench.workloads import make_workload
+from carbonbench.windows import PeakMemory, failure, free_memory, sync_fn, warm_up
 
 __all__ = ["Hooks", "Interrupted", "RunOutcome", "Runner"]
 

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from carbonbench.config import FieldError, build, positive, read_yaml, to_plain
+from carbonbench.engine_config import CUDA_ONLY_SDPA, EngineConfig, EngineName  # noqa: F401 (imported from here)
 from carbonbench.errors import ConfigError
 from carbonbench.opt.card import MAX_POSITIONS, Card
 from carbonbench.opt.hub import card_for, is_hub_id
+from carbonbench.request_stream import longest_request
+from carbonbench.serve_config import ServeConfig, check_serve_engine
 from carbonbench.settings import CarbonConfig, CostConfig
 from carbonbench.threads import MAX_THREADS, ThreadsSetting
 
-WorkloadName = Literal["prefill", "decode", "train"]
+WorkloadName = Literal["prefill", "decode", "train", "serve"]
 
 # Ceilings: a day for any one wait or window, a minute between
 # samples, a week for a collective; tokens per sequence as a card's positions allow.
@@ -75,11 +78,12 @@ class WorkloadsConfig:
     prefill: Optional[PrefillConfig] = None
     decode: Optional[DecodeConfig] = None
     train: Optional[TrainConfig] = None
+    serve: Optional[ServeConfig] = None  # a request stream under continuous batching (docs/serve.md)
     prompts: Optional[str] = None  # .txt or .jsonl of text prompts; used when the model has a tokenizer
 
     def __post_init__(self):
-        if self.prefill is None and self.decode is None and self.train is None:
-            raise FieldError("prefill", None, "give at least one workload: prefill, decode or train")
+        if self.prefill is None and self.decode is None and self.train is None and self.serve is None:
+            raise FieldError("prefill", None, "give at least one workload: prefill, decode, train or serve")
 
 
 @dataclass(frozen=True)
@@ -121,67 +125,6 @@ class ParallelConfig:
             raise FieldError("tp_size", self.tp_size, f"is for strategy tp or auto, not {self.strategy!r}")
 
 
-EngineName = Literal["native", "transformers"]
-
-
-@dataclass(frozen=True, eq=False)
-class EngineConfig:
-    """Which implementation runs the model, and the speed settings it runs with.
-
-    ``engine: native`` (a plain name) means ``engine: {name: native}``; every option can
-    be switched alone, so that its effect can be measured. What each does, and which
-    apply where, is in docs/engines.md. Options that need CUDA are a ConfigError with
-    ``device: cpu``; with ``device: auto`` on a CPU they are ignored and the run's
-    warnings and ``engine.options`` say so.
-    """
-
-    name: EngineName = "native"
-    compile: bool = False  # torch.compile the forward (prefill, train) and the decode step
-    cuda_graphs: bool = False  # replay the decode step from a captured CUDA graph (native, CUDA)
-    # Preallocated KV cache; unset = the engine's usual: native true, transformers false
-    # (DynamicCache, what Hugging Face's generate uses by default).
-    static_cache: Optional[bool] = None
-    # q, k and v from one [3D, D] matmul instead of three (native only; unset = native
-    # true): in small-batch decode on a GPU, one GEMV should cost less than three small ones.
-    fused_qkv: Optional[bool] = None
-    fused_optimizer: bool = True  # fused AdamW kernel for training (both engines)
-    sdpa_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
-
-    def __post_init__(self):
-        if self.static_cache is None:
-            object.__setattr__(self, "static_cache", self.name == "native")
-        if self.fused_qkv is None:
-            object.__setattr__(self, "fused_qkv", self.name == "native")
-        if self.fused_qkv and self.name != "native":
-            raise FieldError("fused_qkv", True, "is a native-engine setting")
-        if self.cuda_graphs and self.name != "native":
-            raise FieldError(
-                "cuda_graphs", True, "is a native-engine setting (for transformers use compile with static_cache)"
-            )
-        if self.cuda_graphs and not self.static_cache:
-            raise FieldError("cuda_graphs", True, "needs static_cache: true (a graph replays fixed buffers)")
-        if self.compile and self.name == "native" and not self.static_cache:
-            raise FieldError(
-                "compile",
-                True,
-                "needs static_cache: true on the native engine (a growing cache changes shapes every step)",
-            )
-
-    def options(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):  # the plain form: `scenario.engine == "native"` compares the name
-            return self.name == other
-        if isinstance(other, EngineConfig):
-            return (self.name, self.options()) == (other.name, other.options())
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.name, tuple(self.options().items())))
-
-
-CUDA_ONLY_SDPA = ("efficient", "cudnn")
 # `--quick`: short windows and two repeats, for smoke runs (results are marked quick).
 QUICK = dict(warmup_steps=1, warmup_s=0.0, min_seconds=0.3, repeats=2, idle_baseline_s=0.5, cooldown_s=0.0)
 
@@ -216,6 +159,8 @@ class Scenario:
                     self.engine.sdpa_backend,
                     "is a CUDA kernel, but device is 'cpu' (use auto, flash or math)",
                 )
+        if self.workloads.serve is not None:
+            check_serve_engine(self.engine)
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -277,13 +222,19 @@ class Point:
     prompt_tokens: int = 0
     new_tokens: int = 0
     seq_len: int = 0
+    # serve: batch_size is max_batch, prompt/new_tokens the longest request; the load is
+    # Poisson arrivals at rate_rps, or concurrency closed-loop clients.
+    rate_rps: float = 0.0
+    concurrency: int = 0
 
     @property
     def key(self) -> str:
+        load = f"r{self.rate_rps:g}" if self.rate_rps else f"c{self.concurrency}"
         sizes = {
             "prefill": f"p{self.prompt_tokens}",
             "decode": f"p{self.prompt_tokens}-n{self.new_tokens}",
             "train": f"s{self.seq_len}",
+            "serve": f"{load}-p{self.prompt_tokens}-n{self.new_tokens}",
         }[self.workload]
         return f"{self.model}/{self.workload}/b{self.batch_size}/{sizes}"
 
@@ -323,7 +274,20 @@ def from_dict(data: Any, *, source: str, base_dir: Path | None = None) -> Scenar
         if not os.path.lexists(path):  # present but a pipe or a device: refused by name when read
             raise ConfigError(f"{source}: workloads.prompts: file not found (got '{prompts}')")
         scenario = scenario.replace(workloads=dataclasses.replace(scenario.workloads, prompts=str(path)))
+    serve = scenario.workloads.serve
+    if serve is not None and serve.prompts:
+        path = _existing(serve.prompts, base_dir, source, "workloads.serve.prompts")
+        serve = dataclasses.replace(serve, prompts=str(path))
+        scenario = scenario.replace(workloads=dataclasses.replace(scenario.workloads, serve=serve))
     return scenario
+
+
+def _existing(name: str, base_dir: Path, source: str, key: str) -> Path:
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not os.path.lexists(path):
+        raise ConfigError(f"{source}: {key}: file not found (got '{name}')")
+    return path
 
 
 def _resolve_model(model: str, base_dir: Path, source: str, index: int) -> tuple[str, Card]:
@@ -355,12 +319,17 @@ def _check_lengths(scenario: Scenario, source: str) -> None:
         "workloads.prefill.prompt_tokens": max(w.prefill.prompt_tokens) if w.prefill else 0,
         "workloads.decode": max(w.decode.prompt_tokens) + max(w.decode.new_tokens) if w.decode else 0,
         "workloads.train.seq_len": max(w.train.seq_len) if w.train else 0,
+        "workloads.serve": sum(longest_request(w.serve)) if w.serve else 0,
     }
     for i, entry in enumerate(scenario.entries):
         limit = entry.card.architecture.max_positions
         for key, length in longest.items():
             if length > limit:
-                what = "prompt_tokens + new_tokens reaches" if key == "workloads.decode" else "longest is"
+                what = {
+                    "workloads.decode": "prompt_tokens + new_tokens reaches",
+                    "workloads.serve": "prompt + output reach",
+                }
+                what = what.get(key, "longest is")
                 raise ConfigError(
                     f"{source}: {key}: {what} {length}, more than {entry.label}'s {limit} positions (models[{i}])"
                 )
@@ -390,6 +359,11 @@ def expand(scenario: Scenario) -> list[Point]:
             for batch in w.train.batch_sizes or scenario.batch_sizes:
                 for seq in w.train.seq_len:
                     points.append(Point(name, "train", batch, seq_len=seq))
+        if w.serve:
+            prompt, new = longest_request(w.serve)
+            for batch in w.serve.max_batch:
+                for rate, clients in w.serve.loads:
+                    points.append(Point(name, "serve", batch, prompt, new, rate_rps=rate, concurrency=clients))
     seen, unique = set(), []
     for p in points:  # a size listed twice would measure the same point twice
         if p.key not in seen:

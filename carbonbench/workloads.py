@@ -71,6 +71,7 @@ class Inputs:
     attention_mask: Optional[torch.Tensor] = None  # [B, T], 1 = real token, 0 = left padding
     words: Optional[int] = None
     real_tokens: Optional[int] = None
+    serve: Optional[object] = None  # a serve point's request stream (carbonbench.serve_workload.ServeInputs)
 
     @property
     def tokens_per_word(self) -> Optional[float]:

@@ -83,14 +83,16 @@ def test_the_output_is_one_flat_folder_the_device_tool_returns_whole(dry_run):
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = tar.getnames()
     runs = [n for n in names if n.startswith("gpu-check/runs/") and n.endswith(".json")]
-    assert len(runs) == 2  # one run file per engine
+    assert len(runs) == 3  # one run file per engine, and the served load's
     for expected in (
         "gpu-check/nvml.json",
         "gpu-check/nvml-timeline.csv",
         "gpu-check/roofline.json",
         "gpu-check/scenarios/gpu-check-native.yaml",
         "gpu-check/scenarios/gpu-check-transformers.yaml",
+        "gpu-check/scenarios/gpu-check-serve.yaml",
         "gpu-check/logs/run-native.log",
+        "gpu-check/logs/run-serve.log",
         "gpu-check/env.json",
     ):
         assert expected in names
@@ -104,7 +106,9 @@ def test_the_run_files_inside_are_ordinary_carbonbench_runs(dry_run, tmp_path):
         tar.extractall(tmp_path, filter="data")
     df = results.load(tmp_path / "gpu-check" / "runs")
     assert set(df["engine"]) == {"native", "transformers"}
-    assert set(df["workload"]) == {"prefill", "decode", "train"}
+    assert set(df["workload"]) == {"prefill", "decode", "train", "serve"}
+    assert set(df[df["workload"] == "serve"]["engine"]) == {"native"}  # the run-serve step's served load
+    assert df[df["workload"] == "serve"]["joules_per_request"].notna().all()
     assert (df["status"] == "ok").all()
 
 
@@ -154,7 +158,7 @@ def test_a_tiny_budget_skips_later_steps_with_notes_and_still_writes_a_valid_sum
     assert list(steps) == list(gpu_check.STEPS)
     assert steps["packages"]["status"] == "ok"  # estimated at 2 s: fits the 2.5 s left after the 1 s reserve
     # every later step that needs a process is estimated at 4 s or more: none may start
-    for name in ("env", "nvml", "run-native", "run-transformers", "roofline", "report"):
+    for name in ("env", "nvml", "run-native", "run-transformers", "roofline", "report", "run-serve"):
         assert steps[name]["status"] == "skipped", steps[name]
         assert "out of time" in steps[name]["note"] and "of the 3.5 s budget left" in steps[name]["note"]
     assert steps["headline"]["status"] == "skipped"  # out of time, or nothing to read
@@ -215,9 +219,12 @@ def test_budget_counts_the_reserve():
 def test_the_dry_run_defaults_to_a_one_minute_budget_and_the_gpu_run_to_seven():
     assert gpu_check.parse(["--dry-run"]).budget_s == 60
     assert gpu_check.parse([]).budget_s == 420
-    # the GPU check's steps fit its budget as estimated, with the reserve
-    estimate = sum(gpu_check.GPU.estimates_s.values()) + gpu_check.GPU.nvml_estimate_s()
+    # the GPU check's steps fit its budget as estimated, with the reserve; the optional
+    # served-load step (last) needs a longer one
+    estimates = gpu_check.GPU.estimates_s
+    estimate = sum(v for k, v in estimates.items() if k != "run-serve") + gpu_check.GPU.nvml_estimate_s()
     assert estimate + gpu_check.GPU.finish_reserve_s <= 420
+    assert estimate + estimates["run-serve"] + gpu_check.GPU.finish_reserve_s <= 560
 
 
 def test_unknown_steps_are_refused():
@@ -252,7 +259,8 @@ def test_without_codecarbon_plotly_and_transformers_the_check_degrades_with_note
     assert "report.html" not in {p.name for p in out.iterdir()}
     with tarfile.open(out / "runs.tar.gz") as tar:
         scenario = tar.extractfile("gpu-check/scenarios/gpu-check-native.yaml").read().decode()
-        (run_name,) = [n for n in tar.getnames() if n.startswith("gpu-check/runs/") and n.endswith(".json")]
+        runs = [n for n in tar.getnames() if n.startswith("gpu-check/runs/") and n.endswith(".json")]
+        (run_name,) = [n for n in runs if "-serve-" not in n]  # and the run-serve step's
         run = json.load(tar.extractfile(run_name))
     assert "codecarbon: false" in scenario and f"grid_g_per_kwh: {gpu_check.FALLBACK_GRID_G_PER_KWH}" in scenario
     assert run["codecarbon_meter"] == {"enabled": False}

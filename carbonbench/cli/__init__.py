@@ -21,7 +21,7 @@ from carbonbench.errors import UserError
 from carbonbench.reading import printable
 
 # Each name is a module under carbonbench.cli defining a click command of the same name.
-COMMANDS = ["run", "models", "env", "estimate", "plan", "report", "compare", "export"]
+COMMANDS = ["run", "models", "env", "estimate", "plan", "report", "compare", "export", "recommend"]
 
 
 class UserFacingError(click.ClickException):

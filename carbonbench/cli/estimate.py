@@ -7,7 +7,9 @@ Three modes, picked by the flags given:
              --from RESULTS (the MFU measured there);
 - power:     --devices N --hours H, or --device-hours H, at --device-power-w W (or the
              hardware's power);
-- inference: --from RESULTS --requests-per-day N --tokens-per-request N.
+- inference: --from RESULTS --requests-per-day N --tokens-per-request N;
+- service:   --from SERVE-RESULTS --requests-per-day N --tpot-ms T [--ttft-ms T]: the
+             cheapest served-load setting meeting the deadlines, scaled (carbonbench.serve_estimate).
 
 Training and power accept a host power term (--host-w-per-device, or --host-w-per-node
 with --devices-per-node). The text and JSON output is in carbonbench.cli.estimate_text.
@@ -16,149 +18,26 @@ with --devices-per-node). The text and JSON output is in carbonbench.cli.estimat
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import re
 from typing import Any
 
 import click
 
-from carbonbench.cli.output import echo_json, format_option
+from carbonbench.cli.estimate_mode import _conflict, _mode
+from carbonbench.cli.estimate_options import (  # noqa: F401 (Amount and the ranges are imported from here)
+    COUNT,
+    MAX_LAYERS,
+    MAX_POSITIONS,
+    MAX_WIDTH,
+    WATTS,
+    Amount,
+    count,
+    facility_options,
+    non_negative,
+    positive,
+)
+from carbonbench.cli.output import echo_json
 from carbonbench.cli.table import echo_safe
 from carbonbench.errors import UserError
-
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
-_AMOUNT = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([kmbgt])?\s*$", re.IGNORECASE)
-
-
-class Amount(click.ParamType):
-    """A positive number written as 300e9, 3e11, 300B, 1.3T or 2,048, at most ``max``."""
-
-    name = "number"
-
-    def __init__(self, integer: bool = False, max: float = 1e18):
-        self.integer, self.max = integer, max
-
-    def convert(self, value: Any, param, ctx) -> float | int:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
-        else:
-            match = _AMOUNT.match(str(value).replace(",", "").replace("_", ""))
-            if not match:
-                self.fail(f"'{value}' is not a number (examples: 300e9, 300B, 1.3T)", param, ctx)
-            number = float(match.group(1)) * _SUFFIX.get((match.group(2) or "").lower(), 1.0)
-        if not math.isfinite(number) or number <= 0:
-            self.fail(f"must be a positive number, got '{value}'", param, ctx)
-        if number > self.max:
-            self.fail(f"must be at most {self.max:g}, got '{value}'", param, ctx)
-        if self.integer:
-            if not number.is_integer():
-                self.fail(f"must be a whole number, got '{value}'", param, ctx)
-            return int(number)
-        return number
-
-
-# Every number has a ceiling far above any real job, and a floor where it divides: whatever
-# the flags, every figure stays finite (refused at the flag, never printed as inf or n/a).
-positive = functools.partial(click.FloatRange, min=0, min_open=True)  # positive(max=...)
-non_negative = functools.partial(click.FloatRange, min=0)
-count = functools.partial(click.IntRange, min=1)
-# carbonbench.opt.card's ceilings (a test checks they agree), copied so the group's --help reads no card module.
-MAX_LAYERS, MAX_WIDTH, MAX_POSITIONS = 4096, 1 << 20, 1 << 24
-MAX_DEVICES, WATTS = 100_000_000, 1e6  # watts: a megawatt per device (or of host power per device)
-COUNT = count(max=MAX_DEVICES)
-
-
-def facility_options(func):
-    """Grid, PUE, prices and embodied carbon: the flags every estimate shares."""
-    options = [
-        click.option(
-            "--country",
-            default=None,
-            help="Grid by country: ISO 3166-1 alpha-3 code from codecarbon's data (FRA, USA, IND...).",
-        ),
-        click.option(
-            "--region",
-            default=None,
-            help="Grid by region within --country, where codecarbon has regions "
-            "(US states, Canadian provinces, Chinese provinces, Nordic zones).",
-        ),
-        click.option(
-            "--grid-g-per-kwh",
-            type=non_negative(max=1e5),
-            default=None,
-            help="Grid carbon intensity given explicitly, gCO2e/kWh (instead of --country).",
-        ),
-        click.option(
-            "--pue",
-            type=click.FloatRange(min=1.0, max=100),
-            default=None,
-            help="Power usage effectiveness of the facility (>= 1.0). Default 1.0, or the results' own.",
-        ),
-        click.option(
-            "--usd-per-kwh",
-            type=non_negative(max=1e4),
-            default=None,
-            help="Electricity price, $/kWh. Default 0.15, or the results' own.",
-        ),
-        click.option(
-            "--usd-per-device-hour",
-            type=non_negative(max=1e6),
-            default=None,
-            help="Device rental price, $/device-hour. Default 0, or the results' own.",
-        ),
-        click.option(
-            "--embodied",
-            is_flag=True,
-            help="Add embodied (manufacturing) carbon, shown separately, amortised per device-hour.",
-        ),
-        click.option(
-            "--embodied-kgco2e",
-            type=positive(max=1e7),
-            default=None,
-            help="Embodied kgCO2e per device (implies --embodied). Default: the hardware table's figure.",
-        ),
-        click.option(
-            "--embodied-source", default=None, help="Where --embodied-kgco2e comes from, shown with the result."
-        ),
-        click.option(
-            "--lifetime-years",
-            type=click.FloatRange(min=0.01, max=100),
-            default=None,
-            help="Device lifetime for amortising embodied carbon (default 6, as in the BLOOM paper).",
-        ),
-        click.option(
-            "--utilisation",
-            type=click.FloatRange(min=1e-3, max=1),
-            default=None,
-            help="Share of its lifetime a device is in use (default 0.85, as in the BLOOM paper).",
-        ),
-        click.option(
-            "--hardware-file",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="YAML file adding hardware entries (or set $CARBONBENCH_HARDWARE_FILE).",
-        ),
-        click.option(
-            "--host-w-per-device",
-            type=non_negative(max=WATTS),
-            default=None,
-            help="Host power (CPUs, memory, network) per device, W, drawn for every device-hour.",
-        ),
-        click.option(
-            "--host-w-per-node",
-            type=non_negative(max=100 * WATTS),
-            default=None,
-            help="Host power per node, W (needs --devices-per-node), instead of --host-w-per-device.",
-        ),
-        click.option(
-            "--devices-per-node", type=count(max=10**6), default=None, help="Per node, for --host-w-per-node."
-        ),
-        format_option("Output format; JSON keys carry their units."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 @click.command()
@@ -232,6 +111,8 @@ def facility_options(func):
 )
 @click.option("--requests-per-day", type=Amount(max=1e15), default=None, help="Inference load: requests per day.")
 @click.option("--tokens-per-request", type=Amount(max=1e9), default=None, help="Inference load: tokens per request.")
+@click.option("--tpot-ms", type=positive(max=1e6), default=None, help="Service mode: TPOT p90 deadline (ms).")
+@click.option("--ttft-ms", type=positive(max=1e8), default=None, help="Service mode: TTFT p90 deadline (ms).")
 @facility_options
 def estimate(**opts: Any) -> None:
     """Extrapolate to a whole job: FLOPs, device-hours, wall days, MWh, tCO2e and $.
@@ -242,10 +123,15 @@ def estimate(**opts: Any) -> None:
     Power:     carbonbench estimate --devices 8 --device-power-w 700 --hours 24 --country FRA
                carbonbench estimate --device-hours 1082990 --device-power-w 400 --grid-g-per-kwh 57
     Inference: carbonbench estimate --from results/ --requests-per-day 1e6 --tokens-per-request 500
+    Service:   carbonbench estimate --from serve-results/ --requests-per-day 1e6 --tpot-ms 50
     """
     from carbonbench.cli.estimate_text import render_text
 
     mode = _mode(opts)
+    if mode == "serve":
+        from carbonbench.cli.estimate_serve import service
+
+        return service(opts, _load_results(opts), _selection(opts), grid_from(opts, default=False))
     if mode == "inference":
         result = _inference(opts)
     elif mode == "power":
@@ -256,87 +142,6 @@ def estimate(**opts: Any) -> None:
         echo_json(result.to_dict())
     else:
         echo_safe(render_text(result))  # names and descriptions come from cards and hardware files
-
-
-# ---- mode selection and flag conflicts -------------------------------------------------
-
-_TRAINING_ONLY = ("model", "params", "layers", "d_model", "seq_len", "tokens", "mfu", "achieved_tflops", "recompute")
-_INFERENCE_ONLY = ("requests_per_day", "tokens_per_request")
-_HOST = ("host_w_per_device", "host_w_per_node", "devices_per_node")
-
-
-_FLAG_NAMES = {"results": "--from", "selects": "--select", "fmt": "--format"}
-
-
-def _flag(name: str) -> str:
-    return _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-
-
-def _given(opts: dict, name: str) -> bool:
-    value = opts.get(name)
-    return value not in (None, False, ())
-
-
-def _conflict(opts: dict, names, why: str) -> None:
-    given = [_flag(n) for n in names if _given(opts, n)]
-    if given:
-        raise click.UsageError(f"{', '.join(given)} cannot be used {why}")
-
-
-def _mode(opts: dict) -> str:
-    if _given(opts, "grid_g_per_kwh") and (_given(opts, "country") or _given(opts, "region")):
-        raise click.UsageError("--grid-g-per-kwh cannot be used with --country/--region: give one grid")
-    if _given(opts, "region") and not _given(opts, "country"):
-        raise click.UsageError("--region needs --country (e.g. --country CAN --region quebec)")
-    if _given(opts, "selects") and not _given(opts, "results"):
-        raise click.UsageError("--select picks a point of --from RESULTS; give --from")
-    if _given(opts, "host_w_per_node") != _given(opts, "devices_per_node"):
-        raise click.UsageError("--host-w-per-node and --devices-per-node go together")
-    if _given(opts, "host_w_per_node") and _given(opts, "host_w_per_device"):
-        raise click.UsageError("--host-w-per-device and --host-w-per-node cannot be used together: give one")
-    if any(_given(opts, n) for n in _INFERENCE_ONLY):
-        _conflict(
-            opts,
-            _TRAINING_ONLY + _HOST + ("hours", "device_hours", "devices", "device_power_w", "hardware"),
-            "in inference mode (--requests-per-day): the measured point fixes the model, devices and power",
-        )
-        missing = [_flag(n) for n in ("results",) + _INFERENCE_ONLY if not _given(opts, n)]
-        if missing:
-            raise click.UsageError(f"inference mode needs {', '.join(missing)}")
-        return "inference"
-    if _given(opts, "hours") or _given(opts, "device_hours"):
-        which = "--device-hours" if _given(opts, "device_hours") else "--hours"
-        _conflict(opts, _TRAINING_ONLY + ("results",), f"in power mode ({which})")
-        if _given(opts, "hours") and _given(opts, "device_hours"):
-            raise click.UsageError("--hours and --device-hours cannot be used together: give one")
-        if _given(opts, "hours") and not _given(opts, "devices"):
-            raise click.UsageError("power mode with --hours needs --devices")
-        if not (_given(opts, "device_power_w") or _given(opts, "hardware")):
-            raise click.UsageError("power mode needs --device-power-w (or --hardware, to use its power)")
-        return "power"
-    if _given(opts, "model") and _given(opts, "params"):
-        raise click.UsageError("--model and --params cannot be used together: give one")
-    if not (_given(opts, "model") or _given(opts, "params")):
-        raise click.UsageError(
-            "nothing to estimate: give --model/--params for training, --hours or --device-hours for power, "
-            "or --requests-per-day with --from for inference"
-        )
-    if _given(opts, "model") and (_given(opts, "layers") or _given(opts, "d_model")):
-        raise click.UsageError("--layers and --d-model describe a --params model; --model's card has its own")
-    throughput = [_flag(n) for n in ("mfu", "achieved_tflops", "results") if _given(opts, n)]
-    if len(throughput) > 1:
-        raise click.UsageError(f"{' and '.join(throughput)} cannot be used together: give one throughput")
-    if not throughput:
-        raise click.UsageError("training mode needs a throughput: --mfu, --achieved-tflops or --from RESULTS")
-    if not _given(opts, "devices"):
-        raise click.UsageError("training mode needs --devices")
-    if not _given(opts, "hardware") and not _given(opts, "results"):
-        from carbonbench.hardware import known_hardware
-
-        raise click.UsageError(
-            f"training mode needs --hardware, one of: {', '.join(known_hardware(opts.get('hardware_file')))}"
-        )
-    return "training"
 
 
 # ---- the three modes --------------------------------------------------------------------

@@ -352,6 +352,7 @@ def _summary(run) -> None:
             "prefill": f"p{p.prompt_tokens}",
             "decode": f"p{p.prompt_tokens}+{p.new_tokens}",
             "train": f"s{p.seq_len}",
+            "serve": f"{p.rate_rps:g} req/s" if p.rate_rps else f"{p.concurrency} clients",
         }.get(p.workload, "")
         ok = [r for r in p.ok_repeats if r.tokens]
         if not ok:

@@ -57,6 +57,7 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
         ("comparison", "Comparison"),
         ("cost", "Cost per token"),
         ("tradeoff", "Trade-off"),
+        ("serve", "Served load"),
         ("breakdown", "Energy breakdown"),
         ("timeline", "Power timeline"),
         ("carbon", "Carbon"),
@@ -75,6 +76,7 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
 def _body(data: ReportData, figures, colors: dict[str, str]) -> str:
     """The sections, in reading order: what was run, who wins, then the detail."""
     from carbonbench.report import sections
+    from carbonbench.report.serve import serve_section
 
     return "".join(
         [
@@ -82,6 +84,7 @@ def _body(data: ReportData, figures, colors: dict[str, str]) -> str:
             sections.comparison(data, figures, colors),
             sections.cost(data, figures, colors),
             sections.tradeoff(data, figures, colors),
+            serve_section(data),
             sections.breakdown(data, figures),
             sections.timelines(data, figures),
             sections.carbon(data, figures, colors),

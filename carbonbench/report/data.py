@@ -95,11 +95,11 @@ def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
         runs.append(run)
         frame = pd.DataFrame(run_rows(record, source=path), columns=COLUMNS)
         # A point that failed after some repeats keeps them as ok rows: its own status says it failed.
-        status = {tuple(getattr(p, k) for k in POINT_FIELDS): p.status for p in record.points}
+        status = {tuple(getattr(p.point, k) for k in POINT_FIELDS): p.status for p in record.points}
         keys = [tuple(r) for r in frame[list(POINT_FIELDS)].itertuples(index=False)]
         frame["point_status"] = [status.get(k) for k in keys]
         # Each point's summary as the run stored it (computed once, carbonbench.records).
-        summaries = {tuple(getattr(p, k) for k in POINT_FIELDS): p.summary or {} for p in record.points}
+        summaries = {tuple(getattr(p.point, k) for k in POINT_FIELDS): p.summary or {} for p in record.points}
         for figure in ("joules_per_token", "tokens_per_s"):
             for stat in ("mean", "std", "ci95"):
                 frame[f"{figure}_{stat}"] = [_stat(summaries.get(k), figure, stat) for k in keys]
@@ -175,6 +175,9 @@ def sizes(row: Any) -> str:
         return f"p{_int(row['prompt_tokens'])}"
     if w == "decode":
         return f"p{_int(row['prompt_tokens'])}+n{_int(row['new_tokens'])}"
+    if w == "serve":  # the load; lengths are the stream's (docs/serve.md)
+        rate = _num(row.get("rate_rps", 0))
+        return f"r{rate:g}" if rate > 0 else f"c{_int(row.get('concurrency', 0))}"
     if w == "train" or _num(row["seq_len"]) > 0:
         return f"s{_int(row['seq_len'])}"
     return ""  # a measure_session window without a sequence length (carbonbench.api.session)
