@@ -14,8 +14,8 @@ from conftest import DATA
 
 from carbonbench.cli import cli
 from carbonbench.report import build_report, load, render
-from carbonbench.report.figures import pareto
 from carbonbench.report.html import check_plot_markup, plot_text, script_json
+from carbonbench.report.tradeoff_figures import pareto
 
 FIXTURE_DIR = DATA / "results"
 FIXTURE = FIXTURE_DIR / "opt-125m-h100-fixture-20260901T120000000000Z.json"
