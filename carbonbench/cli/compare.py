@@ -47,7 +47,7 @@ def _load(path: Path, skip_damaged: bool):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = load([path], on_error="skip" if skip_damaged else "raise")
+            data = load([path], on_error="skip" if skip_damaged else "raise", timelines=False)
         except UserError:
             if not caught:
                 raise
