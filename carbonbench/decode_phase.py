@@ -49,9 +49,11 @@ def decode_only(point: PointRecord, rep: RepeatRecord) -> dict[str, Any]:
     if point.workload != "decode" or new < 2 or not (steps and tokens and duration and ttft is not None):
         return out
     rest_s = duration - steps * ttft
-    if rest_s <= 0:  # timings that do not add up: say nothing rather than divide by them
+    after_first = tokens * (new - 1) / new
+    if not (rest_s > 0 and after_first > 0):  # figures that do not add up: say nothing rather than divide by them
         return out
-    out["decode_only_tokens"] = tokens * (new - 1) // new
+    whole = float(after_first).is_integer() and after_first < 2**53
+    out["decode_only_tokens"] = int(after_first) if whole else after_first
     out["decode_only_duration_s"] = rest_s
     out["decode_only_tokens_per_s"] = out["decode_only_tokens"] / rest_s
     energy = _attributed(rep.energy_j, rest_s / duration)
