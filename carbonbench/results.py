@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from carbonbench.carbon import derive as derive_columns
+from carbonbench.decode_phase import DECODE_ONLY_COLUMNS, decode_only
 from carbonbench.errors import ResultsError
 from carbonbench.meters.base import weakest_method
 from carbonbench.meters.host import BUSY_FLAG
@@ -95,6 +96,7 @@ COLUMNS = [
     "usd_per_device_hour",
     "quick",
     "source_file",
+    *DECODE_ONLY_COLUMNS,  # decode without its prefill, as peers report it (carbonbench.decode_phase)
 ]
 
 
@@ -179,7 +181,14 @@ def run_rows(run: RunRecord, source: Optional[Path] = None) -> list[dict[str, An
             continue
         for rep in point.repeats:
             # A point that failed after some repeats keeps them, marked with its status.
-            rows.append({**prow, **repeat_columns(rep, baseline_busy), "status": rep.status or point.status})
+            rows.append(
+                {
+                    **prow,
+                    **repeat_columns(rep, baseline_busy),
+                    **decode_only(point, rep),
+                    "status": rep.status or point.status,
+                }
+            )
     return rows
 
 

@@ -24,6 +24,10 @@ from carbonbench.session import Interrupted, Session
 from carbonbench.workloads import NonFiniteLoss, Workload
 
 Sync = Callable[[], None]
+# A window holds whole steps, so one step longer than this share of min_seconds can stretch it
+# well past min_seconds (a decode step is a whole generation): the repeat is flagged.
+LONG_STEP_SHARE = 0.25
+LONG_STEP = "long-step"
 
 
 def sync_fn(device: torch.device) -> Sync:
@@ -124,6 +128,8 @@ def measure_window(
     steps = len(latencies.values)
     meas = w.measurement  # every rank's energy summed (CPU and DRAM once per node)
     flags = (["extended-window"] if min_s > m.min_seconds else []) + list(meas.flags)
+    if latencies.values and max(latencies.values) > LONG_STEP_SHARE * min_s:
+        flags.append(LONG_STEP)  # whole steps only: the window may have run past min_seconds by up to one
     rep = RepeatRecord.from_measurement(
         repeat,
         meas,

@@ -272,7 +272,12 @@ import importlib, pkgutil, sys
 for name in ("codecarbon", "plotly"):
     sys.modules[name] = None  # as if not installed
 import carbonbench
-needs_plotly = {"carbonbench.report.figures", "carbonbench.report.html", "carbonbench.report.sections",
+needs_plotly = {"carbonbench.report.html", "carbonbench.report.plot", "carbonbench.report.cost_figures",
+                "carbonbench.report.tradeoff_figures", "carbonbench.report.breakdown_figure",
+                "carbonbench.report.timeline_figure", "carbonbench.report.carbon_figures",
+                "carbonbench.report.comparison_figure", "carbonbench.report.summary_section",
+                "carbonbench.report.comparison_section", "carbonbench.report.chart_sections",
+                "carbonbench.report.training_section", "carbonbench.report.tables_section",
                 "carbonbench.report.caveats"}
 imported = []
 for m in pkgutil.walk_packages(carbonbench.__path__, "carbonbench."):

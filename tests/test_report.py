@@ -10,8 +10,8 @@ import pytest
 from support.report_data import FIXTURE, FIXTURE_DIR, HOSTILE, rows_of
 
 from carbonbench.report import load, render
-from carbonbench.report.figures import pareto
 from carbonbench.report.html import check_plot_markup, plot_text, script_json
+from carbonbench.report.tradeoff_figures import pareto
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def _load(path: Path, skip_damaged: bool):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = load([path], on_error="skip" if skip_damaged else "raise")
+            data = load([path], on_error="skip" if skip_damaged else "raise", timelines=False)
         except UserError:
             if not caught:
                 raise
@@ -76,6 +76,7 @@ def _win(row, column: str) -> str:
 
 def render_text(c) -> str:
     from carbonbench.report.compare import METRICS
+    from carbonbench.report.compare import decode_metrics as cmp_decode_metrics
 
     out = [
         c.a.label,
@@ -149,6 +150,33 @@ def render_text(c) -> str:
             )
         )
         out.append("gCO2e and $ use each side's own grid, PUE and prices (above).")
+        decode = cmp_decode_metrics(c.matched)
+        if decode:
+            dec = c.matched[c.matched["a_decode_only_joules_per_token"].notna()]
+            out.append("")
+            out.append(
+                "Decode only, prefill left out (tokens after the first; energy attributed by time share, "
+                "docs/results.md), as optimum-benchmark and LLM-Perf report decode:"
+            )
+            out.append(
+                format_table(
+                    where + [h for m in decode for h in (f"A {m.label}", f"B {m.label}", "B/A", m.verb)],
+                    [
+                        [r["model"], r["workload"], int(r["batch_size"]), r["sizes"]]
+                        + [
+                            v
+                            for m in decode
+                            for v in (
+                                _n(r[f"a_{m.column}"]),
+                                _n(r[f"b_{m.column}"]),
+                                _n(r[f"{m.column}_ratio"], 3),
+                                _win(r, m.column),
+                            )
+                        ]
+                        for _, r in dec.iterrows()
+                    ],
+                )
+            )
         out.append("")
         for s in c.summary():
             tps, jpt = s["tokens_per_s_ratio_geomean"], s["joules_per_token_ratio_geomean"]

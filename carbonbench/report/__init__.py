@@ -5,9 +5,11 @@
 
 The file opens with no network: plotly.js is embedded once, inline, with every figure's
 data beside its placeholder; there are no fonts, MathJax or CDN links to fetch, and a
-Content-Security-Policy forbids fetching anything. Layout: data.py reads the runs,
-sections.py writes each section, figures.py draws, compare.py matches points across
-machines, training.py extrapolates, html.py escapes and assembles.
+Content-Security-Policy forbids fetching anything. Layout: data.py reads the runs;
+summary_section, comparison_section, chart_sections, training_section and tables_section
+write the sections; plot.py holds what the figures share and cost_figures, tradeoff_figures,
+breakdown_figure, timeline_figure, carbon_figures and comparison_figure draw them; compare.py
+matches points across machines, training.py extrapolates, html.py escapes and assembles.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
     import plotly.offline
 
     from carbonbench import __version__
-    from carbonbench.report import figures as figs
     from carbonbench.report.html import Figures, esc, page
+    from carbonbench.report.plot import colors as run_colors
 
     figures = Figures()
-    colors = figs.colors(r.label for r in data.runs)
+    colors = run_colors(r.label for r in data.runs)
     with without_default_template():
         body = _body(data, figures, colors)
     scenarios = ", ".join(dict.fromkeys(str(r.record.scenario_name) for r in data.runs))
@@ -75,21 +77,22 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
 
 def _body(data: ReportData, figures, colors: dict[str, str]) -> str:
     """The sections, in reading order: what was run, who wins, then the detail."""
-    from carbonbench.report import sections
+    from carbonbench.report import chart_sections as charts
+    from carbonbench.report import comparison_section, summary_section, tables_section, training_section
     from carbonbench.report.serve import serve_section
 
     return "".join(
         [
-            sections.summary(data),
-            sections.comparison(data, figures, colors),
-            sections.cost(data, figures, colors),
-            sections.tradeoff(data, figures, colors),
+            summary_section.summary(data),
+            comparison_section.comparison(data, figures, colors),
+            charts.cost(data, figures, colors),
+            charts.tradeoff(data, figures, colors),
             serve_section(data),
-            sections.breakdown(data, figures),
-            sections.timelines(data, figures),
-            sections.carbon(data, figures, colors),
-            sections.training_section(data, figures, colors),
-            sections.tables(data),
+            charts.breakdown(data, figures),
+            charts.timelines(data, figures),
+            charts.carbon(data, figures, colors),
+            training_section.training_section(data, figures, colors),
+            tables_section.tables(data),
         ]
     )
 

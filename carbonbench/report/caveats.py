@@ -16,6 +16,7 @@ from carbonbench.meters.host import BUSY_FLAG, BUSY_OTHERS_CORES
 from carbonbench.report.data import ReportData
 from carbonbench.report.html import Cell, banner, esc, num_cell, table
 
+MAX_TABLE_POINTS = 1000  # rows of the codecarbon table; a big sweep lists fewer
 WEIGHTS_SOURCES = (
     "Gregersen, Patel and Choukse (arXiv 2409.18324) measured GEMM power at fixed shapes changing by up to "
     "about 40% with the value distribution, bit similarity and sparsity of the operands; Bhalachandra et al. "
@@ -96,8 +97,11 @@ def codecarbon_table(data: ReportData) -> str:
         return (
             '<p class="note">codecarbon did not run alongside these measurements (measurement.codecarbon: false).</p>'
         )
+    every = len(have)
+    if every > MAX_TABLE_POINTS:  # a big sweep: the lowest-J/token point per machine, model and workload
+        have = have.sort_values("joules_per_token_mean").groupby(["run_label", "model", "workload"]).head(1)
     rows = []
-    for _, r in have.iterrows():
+    for r in have.to_dict("records"):
         rows.append(
             [
                 r["run_label"],
@@ -128,7 +132,12 @@ def codecarbon_table(data: ReportData) -> str:
         rows,
         table_id="codecarbon",
         caption="codecarbon measured the same windows (one codecarbon task per repeat), divided by the same "
-        "tokens. Where the two differ, it is the models they use, per component, below.",
+        "tokens. Where the two differ, it is the models they use, per component, below."
+        + (
+            f" Of {every} points, each machine's lowest-J/token point per model and workload."
+            if len(have) < every
+            else ""
+        ),
     ) + ('<ul class="tight">' + "".join(why) + "</ul>" if why else "")
 
 

@@ -19,7 +19,8 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 
 from carbonbench.errors import UserError
-from carbonbench.report.data import SIZE_KEYS, ReportData, point_table
+from carbonbench.report.data import SIZE_KEYS, ReportData
+from carbonbench.report.points import point_table
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,20 @@ METRICS = (
     Metric("co2e_g_per_million_tokens", "gCO2e/1M tok", False, "less CO2e"),
     Metric("usd_per_million_tokens", "$/1M tok", False, "cheaper"),
 )
+# Decode without its prefill, as optimum-benchmark and LLM-Perf report it (carbonbench.decode_phase);
+# blank for other workloads. Kept apart from METRICS: they are not in every comparison.
+DECODE_METRICS = (
+    Metric("decode_only_tokens_per_s", "decode-only tokens/s", True, "faster"),
+    Metric("decode_only_joules_per_token", "decode-only J/token", False, "less energy"),
+)
 MATCH_KEYS = SIZE_KEYS
+
+
+def decode_metrics(matched: pd.DataFrame) -> tuple[Metric, ...]:
+    """DECODE_METRICS where some matched point has them, else none."""
+    column = "a_decode_only_joules_per_token"
+    has = column in matched.columns and pd.to_numeric(matched[column], errors="coerce").notna().any()
+    return DECODE_METRICS if has else ()
 
 
 @dataclass
@@ -101,8 +115,11 @@ def compare(a: Side, b: Side) -> Comparison:
     pa, pb = _keyed(a.points), _keyed(b.points)
     keys_a, keys_b = set(pa["_match"]), set(pb["_match"])
     rows, failed = [], []
-    for _, ra in pa.iterrows():
-        for _, rb in pb[pb["_match"] == ra["_match"]].iterrows():
+    by_key: dict[str, list[dict]] = {}
+    for rb in pb.to_dict("records"):  # plain dicts, matched by key: no frame is filtered per point
+        by_key.setdefault(rb["_match"], []).append(rb)
+    for ra in pa.to_dict("records"):
+        for rb in by_key.get(ra["_match"], []):
             if ra["status"] == "ok" and rb["status"] == "ok" and ra["n_repeats"] and rb["n_repeats"]:
                 rows.append(_pair(ra, rb))
             else:
@@ -125,11 +142,11 @@ def compare(a: Side, b: Side) -> Comparison:
 def _keyed(points: pd.DataFrame) -> pd.DataFrame:
     p = points.copy()
     # A string key: pandas compares it as one value, where a tuple would be an array.
-    p["_match"] = ["\x1f".join(str(r[k]) for k in MATCH_KEYS) for _, r in p.iterrows()] if len(p) else []
+    p["_match"] = ["\x1f".join(map(str, key)) for key in zip(*(p[k].tolist() for k in MATCH_KEYS))] if len(p) else []
     return p
 
 
-def _pair(ra: pd.Series, rb: pd.Series) -> dict[str, Any]:
+def _pair(ra: dict, rb: dict) -> dict[str, Any]:
     row: dict[str, Any] = {k: ra[k] for k in MATCH_KEYS}
     row.update(
         label=ra["label"],
@@ -143,7 +160,11 @@ def _pair(ra: pd.Series, rb: pd.Series) -> dict[str, Any]:
         a_repeats=ra["n_repeats"],
         b_repeats=rb["n_repeats"],
     )
-    for m in METRICS:
+    row.update(
+        a_decode_only_method=ra.get("decode_only_energy_method"),
+        b_decode_only_method=rb.get("decode_only_energy_method"),
+    )
+    for m in METRICS + DECODE_METRICS:
         a, b = _f(ra[f"{m.column}_mean"]), _f(rb[f"{m.column}_mean"])
         ca, cb = _f(ra.get(f"{m.column}_ci95")), _f(rb.get(f"{m.column}_ci95"))
         row[f"a_{m.column}"], row[f"b_{m.column}"] = a, b

@@ -1,8 +1,7 @@
 """Everything a report shows, read once: the runs, their rows, one row per point, timelines.
 
-Points are pooled over their ``ok`` repeats. Means with 95% confidence intervals come
-from ``carbonbench.stats``; energy by component and the idle/active split are pooled as
-sum(energy) / sum(tokens), so a longer window weighs more, as it does in J/token itself.
+The points table (carbonbench.report.points) is built on first use, once: `compare` reads
+rows only, and pools each side's rows into its own table.
 """
 
 from __future__ import annotations
@@ -16,30 +15,16 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-from carbonbench import records, stats
 from carbonbench.carbon import derive
 from carbonbench.errors import ResultsError, UserError
-from carbonbench.meters.base import weakest_method
 from carbonbench.reading import MAX_TIMELINE, UnreadableFile, printable, read_text
 from carbonbench.records import POINT_FIELDS
+from carbonbench.report.points import point_table
 from carbonbench.results import COLUMNS, result_files, run_rows
 from carbonbench.run_record import RunRecord
 from carbonbench.runfile import read_run
 
-POINT_KEYS = list(records.POINT_KEYS)
 SIZE_KEYS = list(POINT_FIELDS)
-# Per-repeat figures whose mean and 95% CI the points table shows, beyond the stored summary's.
-CI_COLUMNS = ("co2e_g_per_million_tokens", "usd_per_million_tokens", "kwh_per_million_tokens")
-MEAN_COLUMNS = ("ttft_s", "tpot_s", "latency_p50_s", "latency_p99_s", "mfu", "hfu", "duration_s")
-# Each point's stored summary (over ok repeats), and its repeats and weakest method.
-SUMMARY_COLUMNS = (
-    "n_repeats",
-    "joules_per_token_mean",
-    "joules_per_token_ci95",
-    "tokens_per_s_mean",
-    "tokens_per_s_ci95",
-    "energy_method",
-)
 
 
 @dataclass
@@ -68,15 +53,23 @@ class Run:
 class ReportData:
     runs: list[Run]
     rows: pd.DataFrame  # one row per point and repeat, with carbon and cost derived
-    points: pd.DataFrame  # one row per point (see point_table)
     skipped: list[str] = field(default_factory=list)
+    _points: Optional[pd.DataFrame] = field(default=None, repr=False)
+
+    @property
+    def points(self) -> pd.DataFrame:
+        """One row per point (see point_table), built the first time it is asked for."""
+        if self._points is None:
+            self._points = point_table(self.rows)
+        return self._points
 
     def run(self, run_id: str) -> Run:
         return next(r for r in self.runs if r.run_id == run_id)
 
 
-def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
-    """Read result files and directories; a run given twice is kept once."""
+def load(paths: Iterable[str | Path], *, on_error: str = "raise", timelines: bool = True) -> ReportData:
+    """Read result files and directories; a run given twice is kept once. ``timelines=False``
+    leaves the power timelines unread (`compare` draws none: at 5,000 points they are 50 MB a run)."""
     runs, frames, skipped, seen = [], [], [], set()
     for path in result_files(paths):
         try:
@@ -91,7 +84,8 @@ def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
             continue
         seen.add(record.run_id)
         run = Run(path=path, record=record)
-        run.timeline, run.timeline_note = _timeline(path, record)
+        if timelines:
+            run.timeline, run.timeline_note = _timeline(path, record)
         runs.append(run)
         frame = pd.DataFrame(run_rows(record, source=path), columns=COLUMNS)
         # A point that failed after some repeats keeps them as ok rows: its own status says it failed.
@@ -111,7 +105,7 @@ def load(paths: Iterable[str | Path], *, on_error: str = "raise") -> ReportData:
     rows["engine"] = rows["engine"].map(engine_name)
     labels = {r.run_id: r.label for r in runs}
     rows["run_label"] = rows["run_id"].map(labels)
-    return ReportData(runs=runs, rows=rows, points=point_table(rows), skipped=skipped)
+    return ReportData(runs=runs, rows=rows, skipped=skipped)
 
 
 def engine_name(engine: Any) -> Any:
@@ -168,207 +162,9 @@ def _timeline(path: Path, record: RunRecord) -> tuple[Optional[pd.DataFrame], st
     return tl.sort_values("unix_s", kind="stable"), ""
 
 
-def sizes(row: Any) -> str:
-    """The lengths of a point in the run's key style: p128, p64+n16, s128."""
-    w = row["workload"]
-    if w == "prefill":
-        return f"p{_int(row['prompt_tokens'])}"
-    if w == "decode":
-        return f"p{_int(row['prompt_tokens'])}+n{_int(row['new_tokens'])}"
-    if w == "serve":  # the load; lengths are the stream's (docs/serve.md)
-        rate = _num(row.get("rate_rps", 0))
-        return f"r{rate:g}" if rate > 0 else f"c{_int(row.get('concurrency', 0))}"
-    if w == "train" or _num(row["seq_len"]) > 0:
-        return f"s{_int(row['seq_len'])}"
-    return ""  # a measure_session window without a sequence length (carbonbench.api.session)
-
-
-def point_label(row: Any) -> str:
-    return f"{row['model']} {row['workload']} b{_int(row['batch_size'])} {sizes(row)}"
-
-
-def length_of(row: Any) -> float:
-    """The sequence length a point varies: prompt for prefill/decode, seq_len for train."""
-    return _num(row["seq_len"] if row["workload"] == "train" else row["prompt_tokens"])
-
-
-def _int(x: Any) -> str:
-    try:
-        return str(int(x))
-    except (TypeError, ValueError):
-        return "?"
-
-
-def _num(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-RUN_COLUMNS = (
-    "run_label",
-    "device_type",
-    "device_name",
-    "n_devices",
-    "hostname",
-    "scenario",
-    "params",
-    "quick",
-    "grid_g_per_kwh",
-    "grid_source",
-    "pue",
-    "usd_per_kwh",
-    "usd_per_device_hour",
-    "peak_memory_bytes",
-    "weights",
-)
-SPLIT_COLUMNS = (
-    "gpu_j_per_token",
-    "gpu_method",
-    "cpu_j_per_token",
-    "cpu_method",
-    "dram_j_per_token",
-    "dram_method",
-    "active_j_per_token",
-    "idle_j_per_token",
-    "power_w",
-    "tokens_total",
-    "energy_j_total",
-    "duration_s_total",
-)
-CODECARBON_COLUMNS = (
-    "codecarbon_j_per_token",
-    "codecarbon_power_w",
-    "codecarbon_repeats",
-    "codecarbon_gpu_j_per_token",
-    "codecarbon_cpu_j_per_token",
-    "codecarbon_ram_j_per_token",
-)
-POINT_TABLE_COLUMNS = (
-    POINT_KEYS
-    + list(RUN_COLUMNS)
-    + ["status", "error", "flags", "energy_missing"]
-    + list(SUMMARY_COLUMNS)
-    + [f"{c}_{s}" for c in CI_COLUMNS for s in ("mean", "ci95")]
-    + list(MEAN_COLUMNS)
-    + list(SPLIT_COLUMNS)
-    + list(CODECARBON_COLUMNS)
-    + ["label", "sizes", "length"]
-)
-
-
-def point_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per point: keys, status, means with CIs, energy split, codecarbon's figures.
-
-    The columns are POINT_TABLE_COLUMNS, also when there is no point at all.
-    """
-    if rows.empty:
-        return pd.DataFrame(columns=POINT_TABLE_COLUMNS)
-    keyed = rows.copy()
-    for k in POINT_KEYS:
-        keyed[k] = keyed[k].where(keyed[k].notna(), "")  # groupby keeps blank keys this way
-    out = []
-    for key, group in keyed.groupby(POINT_KEYS, sort=False, dropna=False):
-        first = group.iloc[0]
-        ok = group[group["status"] == "ok"]
-        errors = [e for e in group["error"].tolist() if isinstance(e, str) and e]
-        statuses = [
-            s
-            for col in ("point_status", "status")
-            if col in group.columns
-            for s in group[col].tolist()
-            if isinstance(s, str) and s != "ok"
-        ]
-        status = statuses[0] if statuses else ("error" if errors or ok.empty else "ok")
-        row: dict[str, Any] = dict(zip(POINT_KEYS, key))
-        row.update({c: first[c] for c in RUN_COLUMNS})
-        row.update(
-            status=status,
-            error=errors[0] if errors else "",
-            quick=bool(first["quick"]),
-            flags=",".join(sorted({f for fl in ok["flags"].dropna() for f in str(fl).split(",") if f})),
-            energy_missing=",".join(sorted({c for m in ok["energy_missing"].dropna() for c in str(m).split(",") if c}))
-            or None,
-        )
-        row.update(
-            dict.fromkeys(SUMMARY_COLUMNS, math.nan),
-            n_repeats=len(ok),
-            energy_method=weakest_method(ok["energy_method"].dropna()),
-        )
-        if len(ok):
-            row.update(
-                {col: first[col] for col in SUMMARY_COLUMNS if col in first.index and col.endswith(("_mean", "_ci95"))}
-            )
-        for col in CI_COLUMNS:
-            mean, _, half = stats.ci95(pd.to_numeric(ok[col], errors="coerce").tolist())
-            row[f"{col}_mean"], row[f"{col}_ci95"] = mean, half
-        for col in MEAN_COLUMNS:
-            values = pd.to_numeric(ok[col], errors="coerce").dropna()
-            row[col] = float(values.mean()) if len(values) else math.nan
-        row.update(_energy_split(ok))
-        row.update(_codecarbon(ok))
-        out.append(row)
-    points = pd.DataFrame(out, columns=POINT_TABLE_COLUMNS)
-    points["label"] = [point_label(r) for _, r in points.iterrows()]
-    points["sizes"] = [sizes(r) for _, r in points.iterrows()]
-    points["length"] = [length_of(r) for _, r in points.iterrows()]
-    return points
-
-
 def _stat(summary: Optional[dict], figure: str, stat: str) -> float:
     value = ((summary or {}).get(figure) or {}).get(stat)
     return float(value) if isinstance(value, (int, float)) else math.nan
-
-
-def _sum(series: pd.Series) -> float:
-    values = pd.to_numeric(series, errors="coerce").dropna()
-    return float(values.sum()) if len(values) else math.nan
-
-
-def _energy_split(ok: pd.DataFrame) -> dict[str, Any]:
-    """J/token by component and idle/active, pooled; each with its method."""
-    tokens = _sum(ok["tokens"])
-
-    def per(e: float) -> float:
-        return e / tokens if tokens and tokens > 0 and math.isfinite(e) else math.nan
-
-    out: dict[str, Any] = {}
-    for kind in ("gpu", "cpu", "dram"):
-        out[f"{kind}_j_per_token"] = per(_sum(ok[f"energy_{kind}_j"]))
-        methods = [m for m in ok[f"energy_{kind}_method"].dropna().unique() if m]
-        out[f"{kind}_method"] = "+".join(sorted(methods)) if methods else None
-    energy, active = _sum(ok["energy_j"]), _sum(ok["active_energy_j"])
-    out["active_j_per_token"] = per(active)
-    out["idle_j_per_token"] = per(energy - active) if math.isfinite(active) else math.nan
-    duration = _sum(ok["duration_s"])
-    out["power_w"] = energy / duration if duration and duration > 0 else math.nan
-    out["tokens_total"], out["energy_j_total"], out["duration_s_total"] = tokens, energy, duration
-    return out
-
-
-def _codecarbon(ok: pd.DataFrame) -> dict[str, Any]:
-    """codecarbon's energy over the same windows (one task per repeat), per token and in watts.
-
-    Pooled over the repeats codecarbon reported, against those repeats' tokens and time.
-    """
-    cc = pd.to_numeric(ok["codecarbon_energy_j"], errors="coerce")
-    have = ok[cc.notna()]
-    tokens, duration = _sum(have["tokens"]), _sum(have["duration_s"])
-    out: dict[str, Any] = {
-        "codecarbon_j_per_token": math.nan,
-        "codecarbon_power_w": math.nan,
-        "codecarbon_repeats": len(have),
-    }
-    for kind in ("gpu", "cpu", "ram"):
-        out[f"codecarbon_{kind}_j_per_token"] = math.nan
-    if have.empty or not (tokens > 0):
-        return out
-    out["codecarbon_j_per_token"] = float(cc.sum()) / tokens
-    out["codecarbon_power_w"] = float(cc.sum()) / duration if duration > 0 else math.nan
-    for kind in ("gpu", "cpu", "ram"):
-        out[f"codecarbon_{kind}_j_per_token"] = _sum(have[f"codecarbon_{kind}_energy_j"]) / tokens
-    return out
 
 
 def empty_reason(points: pd.DataFrame) -> str:

@@ -68,9 +68,12 @@ def check_plot_markup(value: Any, where: str = "figure") -> None:
 
 
 def _plain(value: Any) -> Any:
-    """Figure JSON with NaN/inf as null: JSON has no NaN, and plotly skips nulls."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """Figure JSON with NaN/inf as null: JSON has no NaN, and plotly skips nulls.
+
+    Floats are drawn to 6 significant figures (hover text and tables, not these, give the
+    values): the 17 digits of a double would be a third of a big sweep's file."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -167,7 +170,9 @@ def num_cell(x: Any, digits: int = 4, half: Any = None) -> Cell:
     """A numeric cell, optionally 'mean ± CI', sorting by the value."""
     text = mean_ci(x, half, digits) if half is not None else number(x, digits)
     try:
-        sort = float(x)
+        # Ten significant figures: past any measurement's precision, and a 5,000-point table's
+        # sort keys at 17 digits would be megabytes.
+        sort = float(f"{float(x):.10g}")
     except (TypeError, ValueError):
         sort = None
     return Cell(text, sort, "num")
@@ -221,6 +226,7 @@ td.win{font-weight:600;color:#116329}
 .method.integrated{background:#eaf2ff;border-color:#8fb3ee}
 .method.estimated{background:#fff2d6;border-color:#e0b24a}
 .method.none{background:#eee;border-color:#bbb}
+.method.attributed{background:#f3e8ff;border-color:#b58be0}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0}
 dl.kv dt{color:var(--muted)}dl.kv dd{margin:0}
 ul.tight{margin:4px 0;padding-left:20px}
@@ -327,3 +333,13 @@ def page(*, title: str, subtitle_html: str, nav: Sequence[tuple[str, str]], body
         f"<script>{_PLOT_JS}</script>"
         "</body></html>\n"
     )
+
+
+def method_tag(method: Any) -> str:
+    m = method if isinstance(method, str) and method else "none"
+    cls = next((k for k in ("estimated", "attributed", "integrated", "counter") if k in m), "none")
+    return f'<span class="method {cls}">{esc(m)}</span>'
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
