@@ -160,10 +160,13 @@ def plan(scenario: Scenario, points: list[Point], rate: Union[float, Rate]) -> l
         arch, b = cards[p.model].architecture, p.batch_size
         if p.workload == "prefill":
             step_s = prefill_flops(arch, b, p.prompt_tokens) / rate_of(arch, b * p.prompt_tokens)
-        elif p.workload in ("decode", "serve"):  # serve: a rough figure, as full decode batches
+        elif p.workload in ("decode", "serve"):
             first = prefill_flops(arch, b, p.prompt_tokens)
             rest = decode_flops(arch, b, p.prompt_tokens, p.new_tokens) - first
             step_s = first / rate_of(arch, b * p.prompt_tokens) + rest / rate_of(arch, b)
+            if p.workload == "serve":
+                planned.append(_serve_point(scenario, p, step_s))
+                continue
         else:
             step_s = train_flops(arch, b, p.seq_len, recompute) / rate_of(arch, b * p.seq_len, True)
         # Warm-up and windows end on a step's edge: whole steps, as many as reach the time.
@@ -171,6 +174,17 @@ def plan(scenario: Scenario, points: list[Point], rate: Union[float, Rate]) -> l
         window = max(1, math.ceil(m.min_seconds / step_s)) * step_s
         planned.append(PlannedPoint(p, step_s, warmup + m.repeats * window + m.cooldown_s))
     return planned
+
+
+def _serve_point(scenario: Scenario, p: Point, step_s: float) -> PlannedPoint:
+    """A serve point: each repeat serves the whole stream, so it lasts as long as the arrivals
+    (requests / rate) or the work (full decode batches of the longest request), whichever is
+    longer; the warm-up is a burst of one batch and one more request."""
+    m, n = scenario.measurement, scenario.workloads.serve.requests
+    clients = min(p.batch_size, p.concurrency) if p.concurrency else p.batch_size
+    stream_s = max(math.ceil(n / max(1, clients)) * step_s, n / p.rate_rps if p.rate_rps else 0.0)
+    warmup = max(m.warmup_steps, 1) * 2 * step_s
+    return PlannedPoint(p, step_s, warmup + m.repeats * stream_s + m.cooldown_s)
 
 
 def sweep_forecast(scenario: Scenario, points: list[Point], device: torch.device, dtype: torch.dtype) -> Forecast:

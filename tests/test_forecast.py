@@ -56,3 +56,14 @@ def test_training_points_are_planned_at_the_backward_rate(tiny_scenario):
 
 def test_the_backward_probe_measures_a_positive_rate():
     assert probe_flops(torch.device("cpu"), torch.float32, seconds=0.01, shape=(8, 16, 32), backward=True) > 1e5
+
+
+def test_a_serve_point_lasts_at_least_its_arrivals_and_its_batches():
+    s = sc.load(ROOT / "scenarios" / "opt-125m-serve.yaml")
+    serve, m = s.workloads.serve, s.measurement
+    # An infinitely fast machine still waits for the arrivals: requests / rate per repeat.
+    for p in plan(s, sc.expand(s), 1e30):
+        assert p.total_s >= m.repeats * serve.requests / p.point.rate_rps
+    # A slow one is bound by the work: one full decode batch per max_batch requests.
+    for p in plan(s, sc.expand(s), 1e6):
+        assert p.total_s >= m.repeats * (serve.requests / p.point.batch_size) * p.step_s
