@@ -185,6 +185,12 @@ def test_a_served_run_records_steady_state_latencies_and_attributed_energy(tmp_p
     assert report.exit_code == 0, report.output
     page = html.read_text()
     assert 'id="serve-points"' in page and "Cheapest setting per deadline" in page
+    # Every table and figure names a serve point by its load, as its key does.
+    from carbonbench.report import load as load_report
+
+    labels = set(load_report([outcome.path]).points["label"])
+    assert labels == {"opt-tiny serve b2 r400", "opt-tiny serve b4 r400"}
+    assert "opt-tiny serve b2 r400" in page and "serve b2 c0" not in page
 
 
 def test_recommend_without_serve_points_is_exit_2(tiny_scenario, tmp_path):

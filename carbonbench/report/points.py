@@ -154,7 +154,7 @@ def point_table(rows: pd.DataFrame) -> pd.DataFrame:
         row.update(_codecarbon(col, ok))
         out.append(row)
     points = pd.DataFrame(out, columns=POINT_TABLE_COLUMNS)
-    records_ = points[["model", "workload", "batch_size", "prompt_tokens", "new_tokens", "seq_len"]].to_dict("records")
+    records_ = points[["model", "workload", *records.SIZE_FIELDS]].to_dict("records")
     points["sizes"] = [sizes(r) for r in records_]
     points["label"] = [
         f"{r['model']} {r['workload']} b{_int(r['batch_size'])} {s}" for r, s in zip(records_, points["sizes"])
