@@ -7,7 +7,9 @@ import io
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import click
 
@@ -126,20 +128,8 @@ def run(
     try:
         with interrupts():
             phase("startup")
-            _run(
-                state,
-                source,
-                out_dir,
-                device,
-                threads,
-                quick,
-                resume,
-                nproc_per_node,
-                nnodes,
-                node_rank,
-                rdzv_endpoint,
-                rdzv_id,
-            )
+            opts = _Options(source, out_dir, device, threads, quick, resume)
+            _run(state, opts, _Torchrun(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id))
     except Interrupted as exc:
         run_file = getattr(state["runner"], "run_file", None)
         if state["writer"]:
@@ -150,50 +140,22 @@ def run(
         sys.exit(exc.exit_code)
 
 
-def _run(
-    state: dict,
-    source: Path,
-    out_dir: Path,
-    device,
-    threads,
-    quick,
-    resume,
-    nproc_per_node,
-    nnodes,
-    node_rank,
-    rdzv_endpoint,
-    rdzv_id,
-) -> None:
+def _run(state: dict, opts: _Options, torchrun: _Torchrun) -> None:
     from carbonbench.distributed import DistributedFailure, launched_by_torchrun
     from carbonbench.files import WriteError
 
-    scenario = _load_source(source)
-    if threads is not None:  # recorded in the run's scenario, so a re-run of the file uses it too
-        scenario = scenario.replace(measurement=dataclasses.replace(scenario.measurement, threads=threads))
-    _check_out_dir(out_dir)
-    if not launched_by_torchrun() and nproc_per_node is not None:
-        sys.exit(
-            _launch(
-                scenario,
-                source,
-                out_dir,
-                device,
-                threads,
-                quick,
-                resume,
-                nproc_per_node,
-                nnodes,
-                node_rank,
-                rdzv_endpoint,
-                rdzv_id,
-            )
-        )
-    if not launched_by_torchrun() and (nnodes != "1" or node_rank is not None or rdzv_endpoint or rdzv_id):
+    scenario = _load_source(opts.source)
+    if opts.threads is not None:  # recorded in the run's scenario, so a re-run of the file uses it too
+        scenario = scenario.replace(measurement=dataclasses.replace(scenario.measurement, threads=opts.threads))
+    _check_out_dir(opts.out_dir)
+    if not launched_by_torchrun() and torchrun.nproc_per_node is not None:
+        sys.exit(_launch(scenario, opts, torchrun))
+    if not launched_by_torchrun() and torchrun.multi_node:
         raise UserError("--nnodes, --node-rank, --rdzv-endpoint and --rdzv-id need --nproc-per-node")
     from carbonbench.runner import Hooks, Runner
 
     # Under torchrun: join the job. Rank 0 alone prints and writes; the others stay quiet.
-    dist = _join_job(scenario, device) if launched_by_torchrun() else None
+    dist = _join_job(scenario, opts.device) if launched_by_torchrun() else None
     writer = state["writer"] = dist is None or dist.is_writer
     drawn = {}  # "bar" while a progress bar owns the terminal's last line
 
@@ -213,7 +175,14 @@ def _run(
 
     hooks = Hooks(log=log)
     runner = state["runner"] = Runner(
-        scenario, out_dir, device=device, quick_run=quick, resume=resume, source=str(source), hooks=hooks, dist=dist
+        scenario,
+        opts.out_dir,
+        device=opts.device,
+        quick_run=opts.quick,
+        resume=opts.resume,
+        source=str(opts.source),
+        hooks=hooks,
+        dist=dist,
     )
     ranks = f", {dist.world_size} ranks on {dist.nnodes} node(s)" if dist else ""
     log(
@@ -252,28 +221,41 @@ def _run(
         sys.exit(1)
 
 
-def _launch(
-    scenario,
-    source: Path,
-    out_dir: Path,
-    device,
-    threads,
-    quick,
-    resume,
-    nproc_per_node,
-    nnodes,
-    node_rank,
-    rdzv_endpoint,
-    rdzv_id,
-) -> int:
+def _launch(scenario, opts: _Options, t: _Torchrun) -> int:
     """Start this same run under torchrun (in this process); the exit status."""
     from carbonbench.distributed.launch import check_devices, launch, torchrun_args, worker_args
 
-    torchrun = torchrun_args(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
-    check_devices(device or scenario.device, nproc_per_node)  # here once, not in every worker
-    return launch(
-        torchrun, worker_args(source, out_dir, device, quick, resume, threads), lambda msg: click.echo(msg, err=True)
-    )
+    torchrun = torchrun_args(t.nproc_per_node, t.nnodes, t.node_rank, t.rdzv_endpoint, t.rdzv_id)
+    check_devices(opts.device or scenario.device, t.nproc_per_node)  # here once, not in every worker
+    worker = worker_args(opts.source, opts.out_dir, opts.device, opts.quick, opts.resume, opts.threads)
+    return launch(torchrun, worker, lambda msg: click.echo(msg, err=True))
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What `run` measures and where: passed on unchanged to torchrun's workers."""
+
+    source: Path
+    out_dir: Path
+    device: Optional[str]
+    threads: Any
+    quick: bool
+    resume: bool
+
+
+@dataclass(frozen=True)
+class _Torchrun:
+    """The launcher's flags: only for starting torchrun, never seen by its workers."""
+
+    nproc_per_node: Optional[int]
+    nnodes: str
+    node_rank: Optional[int]
+    rdzv_endpoint: Optional[str]
+    rdzv_id: Optional[str]
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nnodes != "1" or self.node_rank is not None or bool(self.rdzv_endpoint or self.rdzv_id)
 
 
 def _join_job(scenario, device: str | None):
